@@ -1,0 +1,141 @@
+"""The DRAC22 Task 1 plugin: lesion segmentation in ultra-wide OCT angiography (REFERENCE.md §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eyegc.challenges.drac22.layout import CLASS_FOLDERS, gt_class_dir, list_drac22_cases
+from eyegc.challenges.drac22.metric import Drac22SegmentationMetric
+from eyegc.challenges.drac22.submission import (
+    IMAGE_SIZE,
+    read_drac22_prediction_folder,
+    read_drac22_submission,
+    write_drac22_prediction,
+    write_drac22_submission,
+)
+from eyegc.common.errors import DataError
+from eyegc.common.imageio import read_image_array, read_mask
+from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
+
+__all__ = ["Drac22Task1", "drac22_task1"]
+
+_CLASS_NAMES = {
+    "irma": "Intraretinal Microvascular Abnormalities",
+    "npa": "Nonperfusion Areas",
+    "nv": "Neovascularization",
+}
+
+
+@dataclass(frozen=True)
+class Drac22Task1:
+    """DRAC22 Task 1: IRMA, NPA and NV as three overlapping sigmoid channels on 1024×1024 OCTA.
+
+    The container sockets are unconfirmed (DRAC22 took file uploads, not algorithms); these slugs
+    are this project's choice and can be changed by constructing the plugin with other sockets.
+    """
+
+    name: str = "drac22-task1"
+    challenge: str = "drac22"
+    title: str = "DRAC22 Task 1 — lesion segmentation (IRMA, NPA, NV) in UW-OCTA"
+    kind: TaskKind = TaskKind.MULTILABEL_SEGMENTATION
+    classes: tuple[ClassSpec, ...] = tuple(
+        ClassSpec(key=k, name=_CLASS_NAMES[k], folder=folder) for k, folder in CLASS_FOLDERS.items()
+    )
+    in_channels: int = 1
+    image_size: tuple[int, int] | None = IMAGE_SIZE
+    defaults: ModelDefaults = field(
+        default_factory=lambda: ModelDefaults(
+            network="UNet",
+            network_kwargs={"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2},
+            patch_size=256,
+            working_scale=0.5,
+            batch_size=8,
+            epochs=100,
+            learning_rate=2e-3,
+            loss="dice_bce",
+            folds=5,
+            patches_per_image=4,
+        )
+    )
+    allowed_tta: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "none": ("identity",),
+            "flip": ("identity", "flip_lr", "flip_ud"),
+            "dihedral": DIHEDRAL_OPS,
+        }
+    )
+    metric: Drac22SegmentationMetric = field(default_factory=Drac22SegmentationMetric)
+    input_sockets: tuple[Socket, ...] = (Socket(slug="uw-octa-image", relative_path="images/uw-octa-image"),)
+    output_sockets: tuple[Socket, ...] = (
+        Socket("irma-segmentation", "images/irma-segmentation", kind="Segmentation", class_key="irma"),
+        Socket("npa-segmentation", "images/npa-segmentation", kind="Segmentation", class_key="npa"),
+        Socket("nv-segmentation", "images/nv-segmentation", kind="Segmentation", class_key="nv"),
+    )
+
+    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+        """Cases of a split from the official layout (absent mask file = empty mask)."""
+        return list_drac22_cases(root, split, require_labels=require_labels)
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """A 1024×1024 single-channel uint8 image as ``(1, 1024, 1024)``.
+
+        Raises:
+            DataError: unreadable, or not an 8-bit single-channel image of the official size.
+        """
+        image = read_image_array(path)
+        if image.shape[0] == 3 and np.array_equal(image[0], image[1]) and np.array_equal(image[0], image[2]):
+            image = image[:1]  # a grey image saved as RGB
+        if image.shape[0] != 1 or image.dtype != np.uint8:
+            raise DataError(
+                f"{path}: DRAC22 images are 8-bit single-channel; got {image.shape[0]} channel(s) of {image.dtype}"
+            )
+        if image.shape[1:] != IMAGE_SIZE:
+            raise DataError(
+                f"{path} is {image.shape[2]}x{image.shape[1]}; DRAC22 images are {IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} "
+                "(resize it, or check that it is a DRAC22 Task 1 image)"
+            )
+        return image
+
+    def read_target(self, case: Case) -> np.ndarray:
+        """The three masks of a case as ``(3, 1024, 1024)`` uint8 0/1; an absent file is all zeros."""
+        if case.labels is None:
+            raise DataError(f"case {case.case_id} has no ground truth")
+        target = np.zeros((len(self.classes), *IMAGE_SIZE), dtype=np.uint8)
+        for c, spec in enumerate(self.classes):
+            path = case.labels.get(spec.key)
+            if path is not None:
+                target[c] = read_mask(path, IMAGE_SIZE)
+        return target
+
+    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray) -> None:
+        """``out/<official class folder>/<case_id>.png`` (0/255) for every class, empty ones too."""
+        write_drac22_prediction(out, case_id, masks)
+
+    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> list[np.ndarray]:
+        """Masks from a prediction folder or from an official submission zip."""
+        pred = Path(pred)
+        if pred.is_file() and pred.suffix.lower() == ".zip":
+            return read_drac22_submission(pred, case_ids)
+        return read_drac22_prediction_folder(pred, case_ids)
+
+    def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
+        """The official zip (``team`` required): ``<team>/1.nii.gz``, ``2.nii.gz``, ``3.nii.gz``."""
+        return write_drac22_submission(pred, out, **options)
+
+    def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
+        """Synthetic OCTA cases in the official layout, with a testing set that has ground truth."""
+        from eyegc.challenges.drac22.sample_data import make_drac22_sample_data
+
+        make_drac22_sample_data(out, cases=cases, test_cases=test_cases, seed=seed)
+
+    def gt_folder(self, root: Path, split: str, class_key: str) -> Path:
+        """Where a class's ground-truth masks live for a split."""
+        return gt_class_dir(root, split, class_key)
+
+
+#: The registered instance (entry point ``eyegc.tasks: drac22-task1``).
+drac22_task1 = Drac22Task1()

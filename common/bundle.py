@@ -1,0 +1,207 @@
+"""Self-describing model bundles: config + per-fold weights + checksums.
+
+Layout of a training run folder (the bundle is the checksummed part)::
+
+    RUN/bundle.json            network, preprocessing, classes, TTA, postprocessing, scores, ...
+    RUN/splits.json            the deterministic k-fold split
+    RUN/fold_<k>/model.pt      best-epoch weights (a plain state dict)
+    RUN/checksums.sha256       sha256 of each of the files above, verified at load
+    RUN/fold_<k>/checkpoint.pt training state for --resume (not part of the bundle)
+    RUN/fold_<k>/history.json, training_curve.png, RUN/oof/*.npz   training artefacts
+
+Predict, evaluate and the container rebuild everything from ``bundle.json``; weights are always
+loaded with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from eyegc.common.errors import BundleError
+from eyegc.common.networks import build_network
+from torch import nn
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "Bundle",
+    "FoldModel",
+    "data_fingerprint",
+    "eyegc_version",
+    "load_bundle",
+    "read_config",
+    "sha256_file",
+    "write_checksums",
+    "write_config",
+]
+
+BUNDLE_FORMAT = "eyegc-bundle/1"
+CONFIG_NAME = "bundle.json"
+SPLITS_NAME = "splits.json"
+CHECKSUMS_NAME = "checksums.sha256"
+WEIGHTS_NAME = "model.pt"
+
+
+def eyegc_version() -> str:
+    """The installed eyegc version (``"0+unknown"`` when running from an uninstalled tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eyegc")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(files: Iterable[Path], root: Path) -> dict[str, Any]:
+    """A sha256 over the relative names and contents of the training files."""
+    digest = hashlib.sha256()
+    count = 0
+    for path in sorted(Path(p) for p in files):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(sha256_file(path).encode())
+        count += 1
+    return {"sha256": digest.hexdigest(), "files": count}
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_config(run: Path) -> dict[str, Any]:
+    """``RUN/bundle.json`` as a dict (no checksum verification: use :func:`load_bundle` for that)."""
+    path = Path(run) / CONFIG_NAME
+    if not path.is_file():
+        raise BundleError(f"{run} is not an eyegc model bundle: {path} is missing (train one with `eyegc train`)")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged") from None
+    if config.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path} has format {config.get('format')!r}; this eyegc reads {BUNDLE_FORMAT!r}")
+    return config
+
+
+def write_config(run: Path, config: dict[str, Any]) -> None:
+    """Write ``RUN/bundle.json`` atomically."""
+    _write_json_atomic(Path(run) / CONFIG_NAME, config)
+
+
+def write_checksums(run: Path) -> list[str]:
+    """Record the sha256 of bundle.json, splits.json and every finished fold's weights."""
+    run = Path(run)
+    files = [CONFIG_NAME, SPLITS_NAME, *sorted(str(p.relative_to(run)) for p in run.glob(f"fold_*/{WEIGHTS_NAME}"))]
+    lines = [f"{sha256_file(run / name)}  {name}" for name in files if (run / name).is_file()]
+    tmp = run / f".{CHECKSUMS_NAME}.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, run / CHECKSUMS_NAME)
+    return [line.split("  ", 1)[1] for line in lines]
+
+
+def verify_checksums(run: Path) -> list[str]:
+    """Check every file listed in ``RUN/checksums.sha256``; return the listed names.
+
+    Raises:
+        BundleError: the list is missing, or a file is missing, truncated or changed.
+    """
+    run = Path(run)
+    listing = run / CHECKSUMS_NAME
+    if not listing.is_file():
+        raise BundleError(f"{listing} is missing: the bundle is incomplete (did training finish a fold?)")
+    names = []
+    for line in listing.read_text().splitlines():
+        if not line.strip():
+            continue
+        expected, name = line.split("  ", 1)
+        path = run / name
+        if not path.is_file():
+            raise BundleError(f"bundle file {path} is missing; copy the whole bundle folder")
+        if sha256_file(path) != expected:
+            raise BundleError(
+                f"bundle file {path} does not match its checksum: it was changed or truncated. "
+                "Copy the bundle again, or retrain"
+            )
+        names.append(name)
+    return names
+
+
+@dataclass
+class FoldModel:
+    """One fold's network, ready for inference."""
+
+    fold: int
+    network: nn.Module
+
+
+@dataclass
+class Bundle:
+    """A verified model bundle: its config and its fold networks (on CPU until moved)."""
+
+    path: Path
+    config: dict[str, Any]
+    folds: list[FoldModel] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.config["task"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config["classes"])
+
+
+def build_from_config(config: dict[str, Any]) -> nn.Module:
+    """The untrained network a bundle config describes."""
+    net = config["network"]
+    return build_network(net["name"], config["in_channels"], len(config["classes"]), net.get("kwargs", {}))
+
+
+def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None = None) -> Bundle:
+    """Verify checksums and load a bundle's fold networks (eval mode, CPU).
+
+    Args:
+        run: the bundle (training run) folder.
+        task: when given, refuse a bundle trained for another task.
+        folds: load only these folds (default: every finished fold).
+
+    Raises:
+        BundleError: missing, tampered or truncated files; a bundle for another task; no fold.
+    """
+    run = Path(run)
+    listed = verify_checksums(run)
+    config = read_config(run)
+    if task is not None and config.get("task") != task:
+        raise BundleError(f"{run} was trained for {config.get('task')!r}, not {task!r}")
+    wanted = set(folds) if folds is not None else None
+    bundle = Bundle(path=run, config=config)
+    for name in sorted(n for n in listed if n.endswith(f"/{WEIGHTS_NAME}")):
+        fold = int(Path(name).parent.name.split("_")[1])
+        if wanted is not None and fold not in wanted:
+            continue
+        network = build_from_config(config)
+        try:
+            state = torch.load(run / name, map_location="cpu", weights_only=True)
+            network.load_state_dict(state)
+        except Exception as exc:  # a torch unpickling or shape error: say which file
+            raise BundleError(f"cannot load weights {run / name}: {exc}") from None
+        network.eval()
+        bundle.folds.append(FoldModel(fold=fold, network=network))
+    if not bundle.folds:
+        raise BundleError(f"{run} holds no finished fold (no fold_*/model.pt in its checksums)")
+    return bundle

@@ -1,0 +1,239 @@
+"""The ``eyegc`` command line: one thin verb per pipeline stage over importable functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from eyegc.common.errors import EyegcError
+
+__all__ = ["build_parser", "main"]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from eyegc.common.registry import available_tasks, get_task
+
+    for name in available_tasks():
+        plugin = get_task(name)
+        classes = ", ".join(c.key for c in plugin.classes)
+        tta = ", ".join(plugin.allowed_tta)
+        print(f"{plugin.challenge:<10} {name:<16} {plugin.title}  [classes: {classes}; TTA: {tta}]")
+    return 0
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from eyegc.common.registry import get_task
+    from eyegc.common.sample_data import write_sample_data
+
+    out = write_sample_data(get_task(args.task), args.out, args.cases, args.test_cases, args.seed, args.overwrite)
+    print(f"sample data for {args.task} written to {out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from eyegc.common.registry import get_task
+    from eyegc.common.training import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model,
+        network_kwargs=json.loads(args.network_kwargs) if args.network_kwargs else None,
+        folds=args.folds,
+        fold=args.fold,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        working_scale=args.working_scale,
+        loss=args.loss,
+        class_weights=args.class_weights,
+        learning_rate=args.lr,
+        patches_per_image=args.patches_per_image,
+        pretrained=str(args.pretrained) if args.pretrained else None,
+        device=args.device,
+        seed=args.seed,
+        tune=not args.no_tune,
+    )
+    try:
+        run = train(get_task(args.task), args.data, args.out, cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: eyegc train {args.task} --data {args.data} --out {args.out} --resume")
+        return 130
+    _print_run_summary(run)
+    return 0
+
+
+def _print_run_summary(run: Path) -> None:
+    from eyegc.common.bundle import read_config
+
+    config = read_config(run)
+    metric = config["training"]["metric"]
+    for fold, info in sorted(config["folds"].items()):
+        best, done, score = info["best_epoch"], info["epochs_done"], info["best_score"]
+        print(f"fold {fold}: best epoch {best}/{done}, validation {metric} {score:.4f}")
+    cv = config.get("cross_validation")
+    if cv:
+        default = cv["default_postprocessing"]["leaderboard"]
+        tuned = cv["tuned_postprocessing"]["leaderboard"]
+        print(f"cross-validation ({cv['cases']} cases): threshold 0.5 {default} -> tuned {tuned}")
+        post = config["postprocessing"]
+        print(f"thresholds {post['thresholds']}, min component size {post['min_component_size']}")
+    print(f"model bundle: {run}")
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from eyegc.common.registry import get_task
+    from eyegc.common.tuning import tune
+
+    tune(get_task(args.task), args.model, args.data)
+    _print_run_summary(args.model)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from eyegc.common.inference import predict_folder
+    from eyegc.common.registry import get_task
+
+    summary = predict_folder(
+        get_task(args.task),
+        args.model,
+        args.images,
+        args.out,
+        args.tta,
+        args.save_probabilities,
+        args.device,
+        args.overwrite,
+    )
+    print(
+        f"{summary['cases']} cases predicted into {args.out} "
+        f"({summary['members']} ensemble member(s), TTA {'+'.join(summary['tta'])}, "
+        f"{summary['seconds_per_case']:.2f} s/case)"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from eyegc.common.evaluation import evaluate_predictions, format_leaderboard, write_per_case_csv, write_result_json
+    from eyegc.common.registry import get_task
+
+    result = evaluate_predictions(get_task(args.task), args.pred, args.gt, args.split)
+    print(format_leaderboard(result))
+    if args.json:
+        write_result_json(result, args.json)
+    if args.csv:
+        write_per_case_csv(result.per_case, args.csv)
+    return 0
+
+
+def _cmd_submission(args: argparse.Namespace) -> int:
+    from eyegc.common.registry import get_task
+
+    out = get_task(args.task).write_submission(args.pred, args.out, team=args.team, overwrite=args.overwrite)
+    print(f"submission written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    parser = argparse.ArgumentParser(prog="eyegc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="registered challenges and their tasks")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("sample-data", help="a synthetic data set in the task's official layout")
+    p.add_argument("task")
+    p.add_argument("out", type=Path)
+    p.add_argument("--cases", type=int, default=24, help="training cases (default 24)")
+    p.add_argument(
+        "--test-cases", type=int, default=None, help="testing cases with ground truth (default cases//3, at least 3)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_sample_data)
+
+    p = sub.add_parser("train", help="k-fold training on the official layout; writes a model bundle")
+    p.add_argument("task")
+    p.add_argument("--data", type=Path, required=True, help="data root in the official layout")
+    p.add_argument("--out", type=Path, required=True, help="run folder (the model bundle)")
+    p.add_argument(
+        "--model", help="network: UNet, BasicUNetPlusPlus, AttentionUnet, FlexibleUNet (default: the task's)"
+    )
+    p.add_argument("--network-kwargs", help="JSON of network arguments, e.g. '{\"channels\": [8, 16, 32, 64]}'")
+    p.add_argument("--folds", type=int, help="number of cross-validation folds (default: the task's, 5)")
+    p.add_argument("--fold", default="all", help="fold index to train, or 'all' (default)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--patch-size", type=int, help="square training/inference patch at working resolution; 0 = whole image"
+    )
+    p.add_argument("--working-scale", type=float, help="resize factor applied before the network (DRAC22 default 0.5)")
+    p.add_argument("--loss", help="dice_bce (default) or dice_focal")
+    p.add_argument("--class-weights", type=_floats, help="one weight per class, comma-separated")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--patches-per-image", type=int, help="patches drawn per image per epoch")
+    p.add_argument("--pretrained", type=Path, help="a state dict file to start from (never downloaded)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--no-tune", action="store_true", help="skip threshold tuning at the end")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "tune", help="choose per-class thresholds and minimum component sizes on out-of-fold predictions"
+    )
+    p.add_argument("task")
+    p.add_argument("--model", type=Path, required=True, help="run folder")
+    p.add_argument("--data", type=Path, help="training data root (default: the one recorded in the run)")
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("predict", help="predict a folder of images with TTA and fold/model ensembling")
+    p.add_argument("task")
+    p.add_argument("--model", type=Path, nargs="+", required=True, help="one or more model bundles")
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--tta", default="flip", help="none, flip (default) or dihedral, as the task allows")
+    p.add_argument("--save-probabilities", action="store_true", help="also write OUT/probabilities/<case>.npz")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="the local leaderboard, computed as the organisers do")
+    p.add_argument("task")
+    p.add_argument("--pred", type=Path, required=True, help="prediction folder or official submission file")
+    p.add_argument("--gt", type=Path, required=True, help="data root holding the ground truth")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--json", type=Path)
+    p.add_argument("--csv", type=Path, help="per-case values")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("submission", help="the official submission file, validated first")
+    p.add_argument("task")
+    p.add_argument("--pred", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--team", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_submission)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EyegcError as exc:
+        print(f"eyegc: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Reading and writing 2D images (png, jpg, tif, mha, nii) through SimpleITK, with clear errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from eyegc.common.errors import DataError, EyegcError
+
+__all__ = [
+    "READABLE_SUFFIXES",
+    "atomic_output_dir",
+    "atomic_output_file",
+    "read_image_array",
+    "read_mask",
+    "write_mha",
+    "write_png",
+]
+
+READABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha", ".mhd", ".nii", ".nii.gz", ".gif")
+
+
+def read_image_array(path: Path) -> np.ndarray:
+    """Read a 2D image as ``(channels, H, W)`` in its stored dtype.
+
+    Raises:
+        DataError: the file is missing, unreadable (corrupt or truncated) or not 2D.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise DataError(
+            f"cannot read {path}: the file is corrupt, truncated or not an image ({_first_line(exc)})"
+        ) from None
+    array = sitk.GetArrayFromImage(image)
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
+        array = array[0]
+    elif image.GetDimension() != 2:
+        raise DataError(f"{path} is a {image.GetDimension()}D image with size {image.GetSize()}; expected a 2D image")
+    if array.ndim == 2:
+        return array[None]
+    return np.moveaxis(array, -1, 0)
+
+
+def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a binary mask as ``(H, W)`` uint8 0/1; any value above zero is foreground.
+
+    Raises:
+        DataError: unreadable file, or a size other than ``shape``.
+    """
+    array = read_image_array(path)
+    if array.shape[0] > 1:
+        array = array.max(axis=0, keepdims=True)
+    mask = (array[0] > 0).astype(np.uint8)
+    if shape is not None and mask.shape != tuple(shape):
+        raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (W x H); its image is {shape[1]}x{shape[0]}")
+    return mask
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a 2D uint8 array as an 8-bit grayscale PNG."""
+    if array.ndim != 2 or array.dtype != np.uint8:
+        raise ValueError(f"write_png expects a 2D uint8 array, got {array.dtype} {array.shape}")
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+
+
+def write_mha(path: Path, array: np.ndarray) -> None:
+    """Write a 2D array as a compressed MetaImage (``.mha``), spacing 1."""
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path), useCompression=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _check_free(target: Path, overwrite: bool) -> None:
+    if target.exists() and not overwrite:
+        is_empty_dir = target.is_dir() and not any(target.iterdir())
+        if not is_empty_dir:
+            raise EyegcError(f"{target} already exists; choose another path or pass --overwrite")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target`` that replaces it only if the block succeeds.
+
+    Nothing half-written is ever left at ``target``: on any error the temporary folder is removed.
+    """
+    target = Path(target)
+    _check_free(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_output_file(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary file path beside ``target``, moved onto ``target`` only on success."""
+    target = Path(target)
+    _check_free(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.partial-", dir=target.parent, suffix="".join(target.suffixes))
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

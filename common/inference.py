@@ -1,0 +1,231 @@
+"""Inference: sliding-window prediction, batched test-time augmentation, fold/model ensembling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from eyegc.common.bundle import Bundle, load_bundle
+from eyegc.common.errors import BundleError, DataError
+from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir
+from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
+from eyegc.common.postprocessing import postprocess
+from eyegc.common.preprocessing import prepare_image, resize_probabilities
+from eyegc.common.registry import look_up_option
+from monai.inferers import sliding_window_inference
+from torch import nn
+from tqdm import tqdm
+
+__all__ = [
+    "TTA_OPS",
+    "Predictor",
+    "list_images",
+    "predict_folder",
+    "resolve_device",
+    "tta_ops_for",
+]
+
+_Op = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor], bool]
+
+#: op name -> (forward, inverse, swaps H and W). Applied to ``(..., H, W)`` tensors.
+TTA_OPS: dict[str, _Op] = {
+    "identity": (lambda x: x, lambda x: x, False),
+    "flip_lr": (lambda x: x.flip(-1), lambda x: x.flip(-1), False),
+    "flip_ud": (lambda x: x.flip(-2), lambda x: x.flip(-2), False),
+    "rot180": (lambda x: x.flip(-2, -1), lambda x: x.flip(-2, -1), False),
+    "rot90": (lambda x: x.rot90(1, (-2, -1)), lambda x: x.rot90(-1, (-2, -1)), True),
+    "rot270": (lambda x: x.rot90(-1, (-2, -1)), lambda x: x.rot90(1, (-2, -1)), True),
+    "transpose": (lambda x: x.transpose(-2, -1), lambda x: x.transpose(-2, -1), True),
+    "antitranspose": (
+        lambda x: x.flip(-2, -1).transpose(-2, -1),
+        lambda x: x.flip(-2, -1).transpose(-2, -1),
+        True,
+    ),
+}
+assert set(TTA_OPS) == set(DIHEDRAL_OPS)
+
+
+def tta_ops_for(plugin_or_allowed: TaskPlugin | Mapping[str, Sequence[str]], mode: str) -> tuple[str, ...]:
+    """The ops of TTA ``mode`` for a task; a mode the task does not allow is a clear error."""
+    allowed = getattr(plugin_or_allowed, "allowed_tta", plugin_or_allowed)
+    return tuple(look_up_option(mode, allowed, what="TTA mode for this task"))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; an unavailable CUDA request is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+def _activation(kind: TaskKind) -> Callable[[torch.Tensor], torch.Tensor]:
+    if kind == TaskKind.MULTILABEL_SEGMENTATION:
+        return torch.sigmoid
+    return lambda logits: torch.softmax(logits, dim=1)
+
+
+def predict_with_tta(
+    network: nn.Module,
+    image: torch.Tensor,
+    ops: Sequence[str],
+    patch_size: int,
+    kind: TaskKind,
+    sw_batch_size: int = 4,
+    overlap: float = 0.5,
+) -> torch.Tensor:
+    """Mean probabilities ``(C, h, w)`` over the TTA copies of one prepared image ``(C_in, h, w)``.
+
+    Copies that keep the image's shape are stacked into one batch and run as ONE sliding-window
+    pass (Gaussian blending). Rotations of a non-square image change its shape: they form a
+    second batch. ``patch_size`` 0 means the whole image is one window.
+    """
+    activation = _activation(kind)
+    groups: dict[bool, list[str]] = {}
+    for name in ops:
+        groups.setdefault(TTA_OPS[name][2] and image.shape[-1] != image.shape[-2], []).append(name)
+    total: torch.Tensor | None = None
+    for names in groups.values():
+        batch = torch.stack([TTA_OPS[n][0](image) for n in names])
+        roi = (patch_size, patch_size) if patch_size else tuple(batch.shape[-2:])
+        logits = sliding_window_inference(
+            batch, roi_size=roi, sw_batch_size=sw_batch_size, predictor=network, overlap=overlap, mode="gaussian"
+        )
+        probs = activation(logits.float())
+        restored = sum(TTA_OPS[n][1](probs[i]) for i, n in enumerate(names))
+        total = restored if total is None else total + restored
+    assert total is not None
+    return total / len(ops)
+
+
+class Predictor:
+    """Probabilities for a task from one or more bundles: every fold of every bundle, averaged.
+
+    Args:
+        plugin: the task.
+        bundles: loaded bundles for that task (at least one).
+        tta: TTA mode name (``"none"``, ``"flip"``, ``"dihedral"``), restricted per task.
+        device: torch device; CUDA runs under autocast (AMP).
+    """
+
+    def __init__(
+        self, plugin: TaskPlugin, bundles: Sequence[Bundle], tta: str = "flip", device: str | torch.device = "cpu"
+    ) -> None:
+        if not bundles:
+            raise BundleError("give at least one model bundle (--model RUN)")
+        for bundle in bundles:
+            if bundle.task != plugin.name:
+                raise BundleError(f"{bundle.path} was trained for {bundle.task!r}, not {plugin.name!r}")
+            if bundle.classes != [c.key for c in plugin.classes]:
+                raise BundleError(f"{bundle.path} predicts classes {bundle.classes}; {plugin.name} has others")
+        self.plugin = plugin
+        self.bundles = list(bundles)
+        self.ops = tta_ops_for(plugin, tta)
+        self.device = torch.device(device)
+        for bundle in self.bundles:
+            for fold in bundle.folds:
+                fold.network.to(self.device).eval()
+
+    @property
+    def members(self) -> int:
+        """How many networks the ensemble averages."""
+        return sum(len(b.folds) for b in self.bundles)
+
+    @property
+    def postprocessing(self) -> dict:
+        """Thresholds and component sizes: the first bundle's (documented ensemble rule)."""
+        return self.bundles[0].config.get("postprocessing", {})
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` float32 probabilities at the image's original size."""
+        shape = tuple(image.shape[-2:])
+        total = torch.zeros((len(self.plugin.classes), *shape), dtype=torch.float32)
+        autocast = torch.autocast("cuda") if self.device.type == "cuda" else nullcontext()
+        for bundle in self.bundles:
+            prepared = prepare_image(image, bundle.config["preprocessing"]).to(self.device)
+            for fold in bundle.folds:
+                with autocast:
+                    probs = predict_with_tta(
+                        fold.network, prepared, self.ops, int(bundle.config["patch_size"]), self.plugin.kind
+                    )
+                total += resize_probabilities(probs.float().cpu(), shape)
+        return (total / self.members).numpy()
+
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Final masks ``(C, H, W)`` uint8 0/1 (label map for softmax tasks) and the probabilities."""
+        probs = self.probabilities(image)
+        classes = [c.key for c in self.plugin.classes]
+        return postprocess(probs, self.plugin.kind, classes, self.postprocessing), probs
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Readable images directly in ``folder``, sorted by name.
+
+    Raises:
+        DataError: the folder is missing or holds no readable image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"images folder not found: {folder}")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(READABLE_SUFFIXES))
+    if not images:
+        raise DataError(f"{folder} holds no images ({', '.join(READABLE_SUFFIXES)})")
+    return images
+
+
+def _case_id(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def predict_folder(
+    plugin: TaskPlugin,
+    models: Sequence[Path],
+    images: Path,
+    out: Path,
+    tta: str = "flip",
+    save_probabilities: bool = False,
+    device: str = "auto",
+    overwrite: bool = False,
+) -> dict:
+    """Predict every image in a folder and write the task's prediction layout to ``out``.
+
+    Every fold of every bundle in ``models`` is averaged; thresholds and postprocessing come from
+    the bundle. Probabilities (``out/probabilities/<case>.npz``, float16 ``(C, H, W)``) on request.
+    The output folder appears only when every case succeeded.
+
+    Returns:
+        A summary: cases, ensemble members, TTA ops, seconds per case.
+    """
+    paths = list_images(images)
+    bundles = [load_bundle(m, task=plugin.name) for m in models]
+    predictor = Predictor(plugin, bundles, tta=tta, device=resolve_device(device))
+    started = time.perf_counter()
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        for path in tqdm(paths, desc=f"predict {plugin.name}", unit="case"):
+            case_id = _case_id(path)
+            masks, probs = predictor.predict(plugin.read_image(path))
+            plugin.write_prediction(tmp, case_id, masks)
+            if save_probabilities:
+                (tmp / "probabilities").mkdir(exist_ok=True)
+                np.savez_compressed(
+                    tmp / "probabilities" / f"{case_id}.npz",
+                    probabilities=probs.astype(np.float16),
+                    classes=np.array([c.key for c in plugin.classes]),
+                )
+    elapsed = time.perf_counter() - started
+    return {
+        "cases": len(paths),
+        "members": predictor.members,
+        "tta": list(predictor.ops),
+        "seconds_per_case": elapsed / len(paths),
+    }

@@ -1,0 +1,89 @@
+"""2D segmentation networks from MONAI, by name, rebuilt from a bundle's config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from eyegc.common.errors import EyegcError
+from eyegc.common.registry import look_up_option
+from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, FlexibleUNet, UNet
+from torch import nn
+
+__all__ = ["NETWORKS", "build_network", "load_pretrained"]
+
+
+class FirstOutput(nn.Module):
+    """Return a tensor from networks that return a list (UNet++ deep supervision heads)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def _unet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    kw = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2, **kw}
+    kw["channels"], kw["strides"] = tuple(kw["channels"]), tuple(kw["strides"])
+    return UNet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def _unetpp(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    kw = {"features": (16, 16, 32, 64, 128, 16), **kw}
+    kw["features"] = tuple(kw["features"])
+    return BasicUNetPlusPlus(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def _attention_unet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    kw = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), **kw}
+    kw["channels"], kw["strides"] = tuple(kw["channels"]), tuple(kw["strides"])
+    return AttentionUnet(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
+def _flexible_unet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    if kw.pop("pretrained", False):
+        raise EyegcError("FlexibleUNet never downloads weights: pass --pretrained PATH with a state dict file instead")
+    kw = {"backbone": "resnet18", **kw}
+    return FlexibleUNet(in_channels=in_channels, out_channels=out_channels, spatial_dims=2, pretrained=False, **kw)
+
+
+#: network name -> builder(in_channels, out_channels, **kwargs). All 2D, all from MONAI.
+NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    "UNet": _unet,
+    "BasicUNetPlusPlus": _unetpp,
+    "AttentionUnet": _attention_unet,
+    "FlexibleUNet": _flexible_unet,
+}
+
+
+def build_network(name: str, in_channels: int, out_channels: int, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+    """Build a registered network; the result always returns one logits tensor ``(B, C, H, W)``."""
+    builder = look_up_option(name, NETWORKS, what="network")
+    return FirstOutput(builder(in_channels, out_channels, **dict(kwargs or {})))
+
+
+def load_pretrained(network: nn.Module, path: Path) -> tuple[list[str], list[str]]:
+    """Load a user-supplied state dict (never downloaded) into ``network``; shapes that differ are skipped.
+
+    Returns:
+        The missing and the unexpected/skipped keys, for the user to check.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EyegcError(f"pretrained weights not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    target = network.net if isinstance(network, FirstOutput) else network
+    own = target.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing, _ = target.load_state_dict(usable, strict=False)
+    skipped = sorted(set(state) - set(usable))
+    if not usable:
+        raise EyegcError(f"no tensor in {path} matches the network's parameter names and shapes")
+    return list(missing), skipped

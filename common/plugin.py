@@ -1,0 +1,224 @@
+"""The plugin contract: what one challenge task declares so the shared core can serve it.
+
+A plugin is a :class:`TaskPlugin`: a small declarative object (classes, model defaults, allowed
+test-time augmentation, grand-challenge sockets) plus the few functions only the challenge knows
+(its official layout reader, label encoding, metric, submission writer and sample-data maker).
+Everything else — training, tuning, inference, ensembling, bundles, the container — is shared.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "DIHEDRAL_OPS",
+    "Case",
+    "ClassSpec",
+    "EvaluationResult",
+    "Metric",
+    "ModelDefaults",
+    "Socket",
+    "TaskKind",
+    "TaskPlugin",
+]
+
+
+class TaskKind(str, enum.Enum):
+    """How a task's network output is read."""
+
+    #: one sigmoid channel per class; classes may overlap (DRAC22, IDRiD lesions, DRIVE).
+    MULTILABEL_SEGMENTATION = "multilabel_segmentation"
+    #: one softmax channel per class, one class per pixel, stored as an encoded label map (GOALS layers).
+    MULTICLASS_SEGMENTATION = "multiclass_segmentation"
+    #: one or more classification heads per image (GOALS glaucoma, IDRiD grading, DRAC22 tasks 2/3).
+    CLASSIFICATION = "classification"
+
+
+#: The eight symmetries of the square, by name; inference.py knows how to apply and invert each.
+DIHEDRAL_OPS: tuple[str, ...] = (
+    "identity",
+    "flip_lr",
+    "flip_ud",
+    "rot180",
+    "rot90",
+    "rot270",
+    "transpose",
+    "antitranspose",
+)
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One output class (segmentation) or one head (classification).
+
+    Attributes:
+        key: short lowercase name used in configs, JSON and CSV (``"irma"``).
+        name: the organisers' full name.
+        folder: the official ground-truth folder name, when the layout has one per class.
+        value: the pixel value in an encoded label map (GOALS: 0/80/160/255), if any.
+        num_classes: for a classification head, how many grades it predicts.
+    """
+
+    key: str
+    name: str
+    folder: str | None = None
+    value: int | None = None
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class Socket:
+    """A grand-challenge algorithm input or output (REFERENCE.md §1).
+
+    ``relative_path`` is below ``/input`` or ``/output``; image sockets start with ``images/``.
+    ``class_key`` ties an output socket to the class it carries.
+    """
+
+    slug: str
+    relative_path: str
+    super_kind: str = "Image"
+    kind: str = "Image"
+    class_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What ``eyegc train`` uses when the user does not say otherwise."""
+
+    network: str = "UNet"
+    network_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    patch_size: int = 256
+    working_scale: float = 1.0
+    batch_size: int = 4
+    epochs: int = 50
+    learning_rate: float = 1e-3
+    loss: str = "dice_bce"
+    folds: int = 5
+    patches_per_image: int = 2
+    normalize: str = "zscore"
+
+
+@dataclass
+class Case:
+    """One image of a split and, when known, its labels.
+
+    ``labels`` maps a class key to its mask file (``None`` = absent file = empty mask) for
+    segmentation, or to an integer grade for classification; it is ``None`` when the split has no
+    ground truth.
+    """
+
+    case_id: str
+    image: Path
+    labels: dict[str, Any] | None = None
+
+
+@dataclass
+class EvaluationResult:
+    """A local leaderboard: the ranked figures, per-class figures and per-case rows."""
+
+    task: str
+    leaderboard: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    per_case: list[dict[str, Any]] = field(default_factory=list)
+    cases: int = 0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The ``--json`` document: ``{"task", "leaderboard", "per_class", "cases"}``."""
+        return {
+            "task": self.task,
+            "leaderboard": {k: _json_float(v) for k, v in self.leaderboard.items()},
+            "per_class": {c: {k: _json_float(v) for k, v in vals.items()} for c, vals in self.per_class.items()},
+            "cases": self.cases,
+        }
+
+
+def _json_float(value: float) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """A challenge's leaderboard metric, computed exactly as the organisers do.
+
+    Attributes:
+        primary: the leaderboard key the ranking uses (``"mean_dsc"``); also what training
+            selects the best epoch on and tuning maximises.
+        class_primary: the per-class key that ``primary`` averages (``"dsc"``), used by
+            per-class threshold tuning.
+        needs_probabilities: True when the metric ranks scores (AUPR, AUC) rather than masks.
+    """
+
+    primary: str
+    class_primary: str
+    needs_probabilities: bool
+
+    def __call__(
+        self, task: str, predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray], case_ids: Sequence[str]
+    ) -> EvaluationResult:
+        """Score predictions (each ``(C, H, W)``) against targets of the same shape."""
+        ...
+
+    def class_score(self, class_index: int, predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+        """The per-class figure ``class_primary`` for one class from ``(H, W)`` masks of each case.
+
+        Tuning maximises this class by class, so it must be exactly what the leaderboard averages.
+        """
+        ...
+
+
+@runtime_checkable
+class TaskPlugin(Protocol):
+    """What one challenge task declares. Register it with :func:`eyegc.common.registry.register_task`.
+
+    Images and targets cross this boundary as numpy arrays: an image is ``(channels, H, W)`` in
+    its stored dtype, a multi-label target or prediction ``(classes, H, W)`` uint8 0/1.
+    """
+
+    name: str
+    challenge: str
+    title: str
+    kind: TaskKind
+    classes: tuple[ClassSpec, ...]
+    in_channels: int
+    image_size: tuple[int, int] | None
+    defaults: ModelDefaults
+    #: TTA mode name -> the ops it applies (a subset of DIHEDRAL_OPS); what the task allows.
+    allowed_tta: Mapping[str, tuple[str, ...]]
+    metric: Metric
+    input_sockets: tuple[Socket, ...]
+    output_sockets: tuple[Socket, ...]
+
+    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+        """The cases of a split, read from the official layout under ``root``."""
+        ...
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """One input image as ``(channels, H, W)``; bad files raise DataError naming the file."""
+        ...
+
+    def read_target(self, case: Case) -> np.ndarray:
+        """A case's ground truth as ``(classes, H, W)`` uint8 0/1."""
+        ...
+
+    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray) -> None:
+        """Write one case's final prediction in the task's prediction layout under ``out``."""
+        ...
+
+    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> list[np.ndarray]:
+        """Read predictions for ``case_ids`` (a prediction folder or an official submission file)."""
+        ...
+
+    def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
+        """Validate predictions and write the official submission file; nothing is left on error."""
+        ...
+
+    def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
+        """Write a synthetic data set in the official layout into the (empty) folder ``out``."""
+        ...

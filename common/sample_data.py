@@ -1,0 +1,33 @@
+"""Synthetic data sets in a task's official layout (the embedded demo and test data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eyegc.common.errors import EyegcError
+from eyegc.common.imageio import atomic_output_dir
+from eyegc.common.plugin import TaskPlugin
+
+__all__ = ["write_sample_data"]
+
+
+def write_sample_data(
+    plugin: TaskPlugin,
+    out: Path,
+    cases: int = 24,
+    test_cases: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``cases`` training and ``test_cases`` (default ``cases // 3``, at least 3) testing cases.
+
+    The folder appears only once complete.
+    """
+    if cases < 1:
+        raise EyegcError(f"--cases must be at least 1 (got {cases})")
+    test_cases = max(3, cases // 3) if test_cases is None else test_cases
+    if test_cases < 0:
+        raise EyegcError(f"--test-cases must be 0 or more (got {test_cases})")
+    with atomic_output_dir(Path(out), overwrite=overwrite) as tmp:
+        plugin.make_sample_data(tmp, cases=cases, test_cases=test_cases, seed=seed)
+    return Path(out)

@@ -1,0 +1,453 @@
+"""k-fold training on a task's official layout, with exact resume and leaderboard-metric model selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from eyegc.common.bundle import (
+    BUNDLE_FORMAT,
+    SPLITS_NAME,
+    WEIGHTS_NAME,
+    build_from_config,
+    data_fingerprint,
+    eyegc_version,
+    read_config,
+    write_checksums,
+    write_config,
+)
+from eyegc.common.errors import EyegcError
+from eyegc.common.inference import predict_with_tta, resolve_device
+from eyegc.common.losses import build_loss
+from eyegc.common.networks import NETWORKS, load_pretrained
+from eyegc.common.plugin import Case, TaskKind, TaskPlugin
+from eyegc.common.postprocessing import postprocess
+from eyegc.common.preprocessing import prepare_image, prepare_target, resize_probabilities
+from eyegc.common.registry import look_up_option
+from monai.data import DataLoader, Dataset
+from monai.transforms import (
+    Compose,
+    Rand2DElasticd,
+    RandAdjustContrastd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
+    RandRotated,
+    RandScaleIntensityd,
+    SpatialPadd,
+)
+from sklearn.model_selection import KFold
+from tqdm import tqdm
+
+__all__ = ["EpochCallback", "TrainConfig", "make_splits", "train"]
+
+#: called after each epoch's checkpoint is saved: (fold, epoch, history). May raise to stop.
+EpochCallback = Callable[[int, int, dict[str, list[float]]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``eyegc train`` lets the user choose; ``None`` means the task's default."""
+
+    model: str | None = None
+    network_kwargs: dict[str, Any] | None = None
+    folds: int | None = None
+    fold: str = "all"
+    epochs: int | None = None
+    batch_size: int | None = None
+    patch_size: int | None = None
+    working_scale: float | None = None
+    loss: str | None = None
+    class_weights: list[float] | None = None
+    learning_rate: float | None = None
+    patches_per_image: int | None = None
+    pretrained: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    tune: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_splits(case_ids: Sequence[str], folds: int, seed: int) -> list[dict[str, list[str]]]:
+    """A deterministic k-fold split of ``case_ids`` (order-independent)."""
+    ids = sorted(case_ids)
+    if folds < 2:
+        raise EyegcError(f"--folds must be at least 2 (got {folds}): each fold validates on held-out cases")
+    if len(ids) < folds:
+        raise EyegcError(
+            f"{len(ids)} training cases cannot be split into {folds} folds; use --folds {len(ids)} or fewer"
+        )
+    kfold = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [
+        {"train": [ids[i] for i in train], "val": [ids[i] for i in val]}
+        for train, val in kfold.split(np.arange(len(ids)))
+    ]
+
+
+def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+    d = plugin.defaults
+    network = cfg.model or d.network
+    look_up_option(network, NETWORKS, what="network")
+    kwargs = dict(d.network_kwargs) if network == d.network else {}
+    kwargs.update(cfg.network_kwargs or {})
+    loss = cfg.loss or d.loss
+    build_loss(loss, plugin.kind, cfg.class_weights)  # validates the name and weights early
+    if cfg.class_weights and len(cfg.class_weights) != len(plugin.classes):
+        raise EyegcError(
+            f"--class-weights needs {len(plugin.classes)} values ({', '.join(c.key for c in plugin.classes)})"
+        )
+    return {
+        "format": BUNDLE_FORMAT,
+        "task": plugin.name,
+        "eyegc_version": eyegc_version(),
+        "kind": plugin.kind.value,
+        "classes": [c.key for c in plugin.classes],
+        "in_channels": plugin.in_channels,
+        "network": {"name": network, "kwargs": kwargs},
+        "preprocessing": {
+            "working_scale": cfg.working_scale if cfg.working_scale is not None else d.working_scale,
+            "normalize": d.normalize,
+        },
+        "patch_size": cfg.patch_size if cfg.patch_size is not None else d.patch_size,
+        "allowed_tta": {k: list(v) for k, v in plugin.allowed_tta.items()},
+        "training": {
+            "folds": cfg.folds or d.folds,
+            "epochs": cfg.epochs or d.epochs,
+            "batch_size": cfg.batch_size or d.batch_size,
+            "learning_rate": cfg.learning_rate or d.learning_rate,
+            "loss": loss,
+            "class_weights": cfg.class_weights,
+            "patches_per_image": cfg.patches_per_image or d.patches_per_image,
+            "seed": cfg.seed,
+            "pretrained": cfg.pretrained,
+            "metric": plugin.metric.primary,
+        },
+        "postprocessing": {
+            "thresholds": {c.key: 0.5 for c in plugin.classes},
+            "min_component_size": {c.key: 0 for c in plugin.classes},
+            "tuned": False,
+        },
+        "folds": {},
+        "cross_validation": None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _augmentation(patch: int, ops: set[str], patches_per_image: int) -> Compose:
+    keys = ["image", "label"]
+    steps: list[Any] = []
+    if patch:
+        steps += [
+            SpatialPadd(keys, spatial_size=(patch, patch)),
+            RandCropByPosNegLabeld(
+                keys, label_key="label", spatial_size=(patch, patch), pos=2, neg=1, num_samples=patches_per_image
+            ),
+        ]
+    # Geometric augmentation stays inside the symmetries the task allows for TTA (OCT: left-right only).
+    if "flip_lr" in ops:
+        steps.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
+    if "flip_ud" in ops:
+        steps.append(RandFlipd(keys, prob=0.5, spatial_axis=0))
+    if "rot90" in ops and patch:
+        steps.append(RandRotate90d(keys, prob=0.5, max_k=3))
+    steps += [
+        RandRotated(keys, range_x=0.26, prob=0.3, mode=("bilinear", "bilinear"), padding_mode="zeros"),
+        Rand2DElasticd(
+            keys,
+            spacing=(32, 32),
+            magnitude_range=(1, 2),
+            prob=0.15,
+            mode=("bilinear", "bilinear"),
+            padding_mode="zeros",
+        ),
+        RandScaleIntensityd("image", factors=0.15, prob=0.5),
+        RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.3),
+        RandGaussianNoised("image", std=0.05, prob=0.2),
+    ]
+    return Compose(steps)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Data:
+    cases: list[Case]
+    images: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    raw_images: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+
+def _load_data(plugin: TaskPlugin, cases: list[Case], preprocessing: dict[str, Any]) -> _Data:
+    data = _Data(cases, {}, {}, {}, {})
+    for case in tqdm(cases, desc="load training data", unit="case", leave=False):
+        raw = plugin.read_image(case.image)
+        target = plugin.read_target(case)
+        data.raw_images[case.case_id] = raw
+        data.targets[case.case_id] = target
+        data.images[case.case_id] = prepare_image(raw, preprocessing)
+        data.labels[case.case_id] = prepare_target(target, preprocessing)
+    return data
+
+
+def _validate(
+    plugin: TaskPlugin,
+    network: torch.nn.Module,
+    data: _Data,
+    ids: list[str],
+    config: dict[str, Any],
+    device: torch.device,
+) -> tuple[float, dict[str, np.ndarray]]:
+    """The leaderboard metric on the validation cases at the original size (threshold 0.5, no TTA)."""
+    network.eval()
+    probabilities, predictions = {}, []
+    with torch.no_grad():
+        for case_id in ids:
+            probs = predict_with_tta(
+                network, data.images[case_id].to(device), ("identity",), int(config["patch_size"]), plugin.kind
+            )
+            full = resize_probabilities(probs.float().cpu(), data.targets[case_id].shape[-2:]).numpy()
+            probabilities[case_id] = full.astype(np.float16)
+            predictions.append(postprocess(full, plugin.kind, config["classes"], {}))
+    result = plugin.metric(plugin.name, predictions, [data.targets[c] for c in ids], ids)
+    return float(result.leaderboard[plugin.metric.primary]), probabilities
+
+
+def _plot_curve(history: dict[str, list[float]], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    ax.plot(epochs, history["loss"], label="training loss", color="tab:blue")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, history["metric"], label=f"validation {metric}", color="tab:orange")
+    ax2.set_ylabel(metric)
+    fig.legend(loc="upper center", ncol=2, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _train_fold(
+    plugin: TaskPlugin,
+    run: Path,
+    config: dict[str, Any],
+    data: _Data,
+    split: dict[str, list[str]],
+    fold: int,
+    device: torch.device,
+    callbacks: Sequence[EpochCallback],
+) -> dict[str, Any]:
+    t = config["training"]
+    fold_dir = run / f"fold_{fold}"
+    fold_dir.mkdir(exist_ok=True)
+    checkpoint_path = fold_dir / "checkpoint.pt"
+    base_seed = int(t["seed"]) * 1000 + fold
+    _seed_everything(base_seed)
+    network = build_from_config(config)
+    if t.get("pretrained"):
+        load_pretrained(network, Path(t["pretrained"]))
+    network.to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=float(t["learning_rate"]), weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=int(t["epochs"]), power=0.9)
+    loss_fn = build_loss(t["loss"], plugin.kind, t.get("class_weights"))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    history: dict[str, list[float]] = {"loss": [], "metric": []}
+    best = {"epoch": 0, "score": -np.inf}
+    start_epoch = 0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        history = {k: list(v) for k, v in state["history"].items()}
+        best = {"epoch": int(state["best_epoch"]), "score": float(state["best_score"])}
+        start_epoch = int(state["epoch"])
+    ops = set().union(*config["allowed_tta"].values())
+    transforms = _augmentation(int(config["patch_size"]), ops, int(t["patches_per_image"]))
+    items = [{"image": data.images[c], "label": data.labels[c]} for c in split["train"]]
+    dataset = Dataset(items, transform=transforms)
+    epochs = int(t["epochs"])
+    progress = tqdm(range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs)
+    for epoch in progress:
+        # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
+        epoch_seed = base_seed * 10007 + epoch
+        _seed_everything(epoch_seed)
+        transforms.set_random_state(seed=epoch_seed % (2**32))
+        loader = DataLoader(
+            dataset,
+            batch_size=int(t["batch_size"]),
+            shuffle=True,
+            num_workers=0,
+            generator=torch.Generator().manual_seed(epoch_seed),
+        )
+        network.train()
+        losses = []
+        with warnings.catch_warnings():
+            # Images without any lesion cannot give positive patches; MONAI says so on every draw.
+            warnings.filterwarnings("ignore", message="Num foregrounds 0")
+            for batch in loader:
+                images, labels = batch["image"].to(device), batch["label"].to(device)
+                if plugin.kind == TaskKind.MULTICLASS_SEGMENTATION:
+                    labels = labels.round()
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, enabled=device.type == "cuda"):
+                    loss = loss_fn(network(images), labels)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.detach()))
+        scheduler.step()
+        score, probabilities = _validate(plugin, network, data, split["val"], config, device)
+        history["loss"].append(float(np.mean(losses)))
+        history["metric"].append(score)
+        if score > best["score"]:
+            best = {"epoch": epoch + 1, "score": score}
+            _save_atomic(network.state_dict(), fold_dir / WEIGHTS_NAME)
+            _save_oof(run, probabilities)
+        _save_atomic(
+            {
+                "network": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "history": history,
+                "epoch": epoch + 1,
+                "best_epoch": best["epoch"],
+                "best_score": best["score"],
+            },
+            checkpoint_path,
+        )
+        (fold_dir / "history.json").write_text(json.dumps({**history, **best}, indent=1))
+        progress.set_postfix(loss=f"{history['loss'][-1]:.4f}", **{config["training"]["metric"]: f"{score:.4f}"})
+        for callback in callbacks:
+            callback(fold, epoch + 1, history)
+    _plot_curve(history, config["training"]["metric"], fold_dir / "training_curve.png")
+    return {
+        "best_epoch": best["epoch"],
+        "best_score": best["score"],
+        "epochs_done": len(history["loss"]),
+        "weights": f"fold_{fold}/{WEIGHTS_NAME}",
+        "validation_cases": split["val"],
+    }
+
+
+def _save_oof(run: Path, probabilities: dict[str, np.ndarray]) -> None:
+    oof = run / "oof"
+    oof.mkdir(exist_ok=True)
+    for case_id, probs in probabilities.items():
+        tmp = oof / f".{case_id}.tmp.npz"
+        np.savez_compressed(tmp, probabilities=probs)
+        os.replace(tmp, oof / f"{case_id}.npz")
+
+
+def _prepare_run(plugin: TaskPlugin, data_root: Path, run: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any]:
+    if resume:
+        config = read_config(run)
+        if config["task"] != plugin.name:
+            raise EyegcError(f"{run} holds a {config['task']} run; cannot resume it as {plugin.name}")
+        return config
+    if run.exists() and any(run.iterdir()):
+        raise EyegcError(
+            f"{run} already exists and is not empty; pass --resume to continue it, or choose another --out"
+        )
+    return _resolve(plugin, cfg)
+
+
+def train(
+    plugin: TaskPlugin,
+    data_root: Path,
+    run: Path,
+    cfg: TrainConfig | None = None,
+    resume: bool = False,
+    callbacks: Sequence[EpochCallback] = (),
+) -> Path:
+    """Train ``cfg.fold`` (``"all"`` or an index) of a k-fold split and write a bundle to ``run``.
+
+    Each epoch ends with a checkpoint; ``resume=True`` continues exactly where an interrupted run
+    stopped (the settings come from the run, not from ``cfg``). The best epoch per fold is chosen
+    by the task's leaderboard metric on its validation fold; out-of-fold probabilities of that
+    epoch are kept for :func:`eyegc.common.tuning.tune`. When every fold is done the thresholds
+    are tuned (unless ``cfg.tune`` is False) and checksums written.
+
+    Returns:
+        The run folder.
+    """
+    cfg = cfg or TrainConfig()
+    run, data_root = Path(run), Path(data_root)
+    config = _prepare_run(plugin, data_root, run, cfg, resume)
+    cases = plugin.list_cases(data_root, "train")
+    ids = [c.case_id for c in cases]
+    t = config["training"]
+    splits_path = run / SPLITS_NAME
+    if splits_path.is_file():
+        splits = json.loads(splits_path.read_text())
+    else:
+        splits = make_splits(ids, int(t["folds"]), int(t["seed"]))
+    missing = sorted({c for s in splits for c in s["train"] + s["val"]} - set(ids))
+    if missing:
+        raise EyegcError(f"the saved split names cases absent from {data_root}: {', '.join(missing[:5])}")
+    if cfg.fold == "all":
+        todo = list(range(len(splits)))
+    else:
+        fold = int(cfg.fold)
+        if not 0 <= fold < len(splits):
+            raise EyegcError(f"--fold {fold} is out of range: this run has folds 0..{len(splits) - 1}")
+        todo = [fold]
+    device = resolve_device(cfg.device)
+    run.mkdir(parents=True, exist_ok=True)
+    if not splits_path.is_file():
+        splits_path.write_text(json.dumps(splits, indent=1) + "\n")
+    files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
+    config["data_fingerprint"] = {**data_fingerprint(files, data_root), "cases": len(cases)}
+    config["training"]["data_root"] = str(data_root.resolve())
+    write_config(run, config)
+    data = _load_data(plugin, cases, config["preprocessing"])
+    started = time.perf_counter()
+    for fold in todo:
+        done = config["folds"].get(str(fold))
+        if done and done["epochs_done"] >= int(t["epochs"]):
+            continue
+        config["folds"][str(fold)] = _train_fold(plugin, run, config, data, splits[fold], fold, device, callbacks)
+        config["folds"][str(fold)]["seconds"] = round(time.perf_counter() - started, 1)
+        write_config(run, config)
+        write_checksums(run)
+    if len(config["folds"]) == len(splits) and cfg.tune:
+        from eyegc.common.tuning import tune
+
+        tune(plugin, run, data_root)
+    else:
+        write_checksums(run)
+    return run
+
+
+def config_summary(cfg: TrainConfig) -> dict[str, Any]:
+    """The user's choices, for logs."""
+    return {k: v for k, v in asdict(cfg).items() if v is not None}
