@@ -81,26 +81,35 @@ def predict_with_tta(
 ) -> torch.Tensor:
     """Mean probabilities ``(C, h, w)`` over the TTA copies of one prepared image ``(C_in, h, w)``.
 
-    Copies that keep the image's shape are stacked into one batch and run as ONE sliding-window
-    pass (Gaussian blending). Rotations of a non-square image change its shape: they form a
-    second batch. ``patch_size`` 0 means the whole image is one window.
+    MONAI's sliding-window inferer (Gaussian blending) walks the image; every batch of windows is
+    expanded into its TTA copies and run through the network as ONE batched forward pass, then
+    each copy is transformed back and the copies averaged. For a fully convolutional network this
+    equals whole-image TTA up to border effects. ``patch_size`` 0 makes the whole image one
+    window; only then can a rotation change the window's shape (non-square image), and those
+    copies form a second batch.
     """
     activation = _activation(kind)
-    groups: dict[bool, list[str]] = {}
-    for name in ops:
-        groups.setdefault(TTA_OPS[name][2] and image.shape[-1] != image.shape[-2], []).append(name)
-    total: torch.Tensor | None = None
-    for names in groups.values():
-        batch = torch.stack([TTA_OPS[n][0](image) for n in names])
-        roi = (patch_size, patch_size) if patch_size else tuple(batch.shape[-2:])
-        logits = sliding_window_inference(
-            batch, roi_size=roi, sw_batch_size=sw_batch_size, predictor=network, overlap=overlap, mode="gaussian"
-        )
-        probs = activation(logits.float())
-        restored = sum(TTA_OPS[n][1](probs[i]) for i, n in enumerate(names))
-        total = restored if total is None else total + restored
-    assert total is not None
-    return total / len(ops)
+
+    def tta_forward(windows: torch.Tensor) -> torch.Tensor:
+        square = windows.shape[-1] == windows.shape[-2]
+        groups: dict[bool, list[str]] = {}
+        for name in ops:
+            groups.setdefault(TTA_OPS[name][2] and not square, []).append(name)
+        total = None
+        for names in groups.values():
+            batch = torch.cat([TTA_OPS[n][0](windows) for n in names])
+            probs = activation(network(batch).float())
+            chunks = probs.chunk(len(names))
+            restored = sum(TTA_OPS[n][1](chunk) for n, chunk in zip(names, chunks, strict=True))
+            total = restored if total is None else total + restored
+        assert total is not None
+        return total / len(ops)
+
+    roi = (patch_size, patch_size) if patch_size else tuple(image.shape[-2:])
+    probs = sliding_window_inference(
+        image[None], roi_size=roi, sw_batch_size=sw_batch_size, predictor=tta_forward, overlap=overlap, mode="gaussian"
+    )
+    return probs[0]
 
 
 class Predictor:

@@ -1,0 +1,459 @@
+"""The grand-challenge.org algorithm container entrypoint, shared by every task plugin.
+
+Run as ``python -m eyegc.common.container`` (the image's ENTRYPOINT). One run is one case
+(REFERENCE.md §1): the platform mounts the case read-only at ``/input`` — ``/input/inputs.json``
+plus one file per image socket at ``/input/<relative_path>/<uuid>.mha`` — and collects exactly one
+file per output socket from ``/output/<relative_path>/``.
+
+The entrypoint picks a handler from ``tuple(sorted(input slugs))`` as the official template does,
+reads the image with the plugin (which validates it), predicts with the shared
+:class:`~eyegc.common.inference.Predictor` (every fold of every bundle, TTA, AMP on CUDA) and writes
+each output socket. Outputs are staged and moved into place only once every socket is written, so
+a failed run leaves no output file. It opens no network connection and writes only below the
+output folder and the temporary folder.
+
+:func:`run_case` and :func:`layout_case` are importable so tests and ``submit.sh`` can run a case
+in-process on the same folders the container sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eyegc.common.errors import BundleError, DataError, EyegcError
+from eyegc.common.plugin import Socket, TaskKind, TaskPlugin
+
+__all__ = [
+    "BAKED_BUNDLES",
+    "IMAGE_SUFFIXES",
+    "INPUTS_JSON",
+    "MODEL_DIR",
+    "OUTPUT_NAME",
+    "CaseInputs",
+    "default_model_dirs",
+    "find_bundles",
+    "layout_case",
+    "main",
+    "read_inputs_json",
+    "resolve_case_inputs",
+    "run_case",
+]
+
+#: Written by the platform beside the socket folders.
+INPUTS_JSON = "inputs.json"
+#: Where the platform extracts an uploaded ``model.tar.gz``; it wins over baked-in bundles.
+MODEL_DIR = Path("/opt/ml/model")
+#: Where the Dockerfile bakes bundles into the image.
+BAKED_BUNDLES = Path("/opt/app/bundles")
+#: The one file written per image output socket.
+OUTPUT_NAME = "output.mha"
+#: What an input image socket folder may hold (the platform converts uploads to .mha; tif is kept).
+IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+_PROG = "eyegc-container"
+
+
+def _log(message: str) -> None:
+    # stderr, flushed: the platform shows the container's stderr in the job log.
+    print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaseInputs:
+    """One case's resolved inputs.
+
+    Attributes:
+        images: input socket slug -> the one image file of that socket.
+        names: slug -> the original upload name from inputs.json (the file name otherwise).
+        source: ``"inputs.json"`` or ``"socket folders"`` (the fallback when inputs.json is absent).
+    """
+
+    images: dict[str, Path]
+    names: dict[str, str]
+    source: str
+
+
+def read_inputs_json(input_dir: Path) -> list[dict[str, Any]] | None:
+    """``input_dir/inputs.json`` validated against the platform's shape; ``None`` when absent.
+
+    Raises:
+        DataError: not JSON, not a list, or an entry without ``interface.slug`` (the message names
+            the file and the entry).
+    """
+    path = Path(input_dir) / INPUTS_JSON
+    if not path.is_file():
+        return None
+    try:
+        entries = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(entries, list):
+        raise DataError(f"{path} must hold a JSON list of socket values, got {type(entries).__name__}")
+    for index, entry in enumerate(entries):
+        interface = entry.get("interface") if isinstance(entry, dict) else None
+        if not isinstance(interface, dict) or not isinstance(interface.get("slug"), str):
+            raise DataError(f"{path}: entry {index} has no interface.slug (expected the platform's socket-value shape)")
+        relative = interface.get("relative_path")
+        if relative is not None and (not isinstance(relative, str) or Path(relative).is_absolute() or ".." in relative):
+            raise DataError(f"{path}: entry {index} has an invalid relative_path {relative!r}")
+    return entries
+
+
+def _socket_image(folder: Path) -> Path:
+    """The single image file of an input image socket folder."""
+    if not folder.is_dir():
+        raise DataError(f"input socket folder {folder} is missing")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if len(files) != 1:
+        listing = ", ".join(p.name for p in files) if files else "nothing"
+        raise DataError(f"{folder} must hold exactly one image file; it holds {listing}")
+    path = files[0]
+    if not path.name.lower().endswith(IMAGE_SUFFIXES):
+        raise DataError(f"{path}: unsupported image format; expected one of {', '.join(IMAGE_SUFFIXES)}")
+    return path
+
+
+def _image_handler(plugin: TaskPlugin, input_dir: Path, entries: list[dict[str, Any]] | None) -> CaseInputs:
+    """Handler for tasks whose inputs are all image sockets: one file per socket folder."""
+    by_slug = {e["interface"]["slug"]: e for e in entries or []}
+    images: dict[str, Path] = {}
+    names: dict[str, str] = {}
+    for socket in plugin.input_sockets:
+        entry = by_slug.get(socket.slug, {})
+        # The platform's relative_path is authoritative when given; the plugin's otherwise.
+        relative = entry.get("interface", {}).get("relative_path") or socket.relative_path
+        path = _socket_image(Path(input_dir) / relative)
+        images[socket.slug] = path
+        image_info = entry.get("image")
+        names[socket.slug] = str(image_info.get("name")) if isinstance(image_info, dict) else path.name
+    return CaseInputs(images=images, names=names, source="inputs.json" if entries is not None else "socket folders")
+
+
+def _handlers(plugin: TaskPlugin) -> dict[tuple[str, ...], Callable[..., CaseInputs]]:
+    """Handler table keyed by the sorted input slugs, as in the official inference.py template."""
+    if all(s.super_kind == "Image" for s in plugin.input_sockets):
+        return {tuple(sorted(s.slug for s in plugin.input_sockets)): _image_handler}
+    return {}
+
+
+def resolve_case_inputs(plugin: TaskPlugin, input_dir: Path) -> CaseInputs:
+    """Validate the case under ``input_dir`` and find its input files (reads no pixels).
+
+    Raises:
+        DataError: malformed inputs.json, sockets other than the task's, a socket folder that is
+            missing or does not hold exactly one supported image file.
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise DataError(f"input folder {input_dir} does not exist")
+    entries = read_inputs_json(input_dir)
+    handlers = _handlers(plugin)
+    expected = tuple(sorted(s.slug for s in plugin.input_sockets))
+    key = tuple(sorted(e["interface"]["slug"] for e in entries)) if entries is not None else expected
+    handler = handlers.get(key)
+    if handler is None:
+        where = input_dir / INPUTS_JSON if entries is not None else input_dir
+        raise DataError(
+            f"{where}: no handler for input sockets {list(key)}; {plugin.name} takes {list(expected)}"
+            + ("" if handlers else " (its socket kinds are not supported by the container yet)")
+        )
+    return handler(plugin, input_dir, entries)
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def _output_arrays(plugin: TaskPlugin, masks: np.ndarray) -> dict[Socket, np.ndarray]:
+    """The 2D uint8 array each output socket carries."""
+    keys = [c.key for c in plugin.classes]
+    arrays: dict[Socket, np.ndarray] = {}
+    for socket in plugin.output_sockets:
+        if socket.super_kind != "Image":
+            raise EyegcError(f"output socket {socket.slug} of kind {socket.super_kind} is not supported yet")
+        if socket.class_key is not None:
+            if socket.class_key not in keys:
+                raise EyegcError(f"output socket {socket.slug} names class {socket.class_key!r}; classes are {keys}")
+            array = masks[keys.index(socket.class_key)]
+        elif plugin.kind == TaskKind.MULTICLASS_SEGMENTATION or masks.ndim == 2:
+            array = masks if masks.ndim == 2 else masks[0]  # an encoded label map
+        else:
+            raise EyegcError(f"output socket {socket.slug} needs a class_key for a {plugin.kind.value} task")
+        arrays[socket] = np.ascontiguousarray(array, dtype=np.uint8)
+    return arrays
+
+
+def _check_output_free(output_dir: Path, plugin: TaskPlugin) -> None:
+    # One file per output socket folder: refuse to add ours beside something already there.
+    for socket in plugin.output_sockets:
+        folder = output_dir / socket.relative_path
+        if folder.is_dir():
+            others = [p.name for p in folder.iterdir() if p.name != OUTPUT_NAME]
+            if others:
+                raise EyegcError(f"{folder} already holds {', '.join(sorted(others))}; the output folder must be empty")
+
+
+def _write_outputs(output_dir: Path, arrays: Mapping[Socket, np.ndarray]) -> dict[str, Path]:
+    """Write every socket into a staging folder, then move each file into place."""
+    from eyegc.common.imageio import write_mha
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # Staged inside the output folder so each final move is an atomic rename on one filesystem.
+    staging = Path(tempfile.mkdtemp(prefix=".eyegc-staging-", dir=output_dir))
+    try:
+        staged = {}
+        for socket, array in arrays.items():
+            path = staging / socket.relative_path / OUTPUT_NAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mha(path, array)
+            staged[socket.slug] = (path, output_dir / socket.relative_path / OUTPUT_NAME)
+        written = {}
+        for slug, (src, dst) in staged.items():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            written[slug] = dst
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# -- one case ---------------------------------------------------------------------------------
+
+
+def _device_description(predictor: Any) -> str:
+    device = predictor.device
+    if device.type == "cuda":
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(device)}, AMP)"
+    import torch
+
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def run_case(plugin: TaskPlugin, predictor: Any, input_dir: Path, output_dir: Path) -> dict[str, Any]:
+    """Predict the one case under ``input_dir`` and write its output sockets under ``output_dir``.
+
+    Args:
+        plugin: the task.
+        predictor: a :class:`~eyegc.common.inference.Predictor` for that task.
+        input_dir: the case as the platform lays it out (``/input``).
+        output_dir: where the output sockets go (``/output``); created if missing.
+
+    Returns:
+        A summary: case name, input and output files, device, seconds per stage.
+
+    Raises:
+        DataError: a bad case (the message names the file); no output file is left then.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    started = time.perf_counter()
+    inputs = resolve_case_inputs(plugin, input_dir)
+    if len(inputs.images) != 1:
+        raise EyegcError(f"{plugin.name} has {len(inputs.images)} input images; the predictor takes one")
+    _check_output_free(output_dir, plugin)
+    ((slug, path),) = inputs.images.items()
+    image = plugin.read_image(path)
+    read_done = time.perf_counter()
+    masks, _ = predictor.predict(image)
+    predict_done = time.perf_counter()
+    arrays = _output_arrays(plugin, masks)
+    for socket, array in arrays.items():
+        if array.shape != image.shape[-2:]:
+            raise EyegcError(f"output {socket.slug} is {array.shape}, its input {path} is {image.shape[-2:]}")
+    written = _write_outputs(output_dir, arrays)
+    done = time.perf_counter()
+    summary = {
+        "case": inputs.names[slug],
+        "inputs": {k: str(v) for k, v in inputs.images.items()},
+        "input_source": inputs.source,
+        "outputs": {k: str(v) for k, v in written.items()},
+        "device": _device_description(predictor),
+        "seconds": {
+            "read": round(read_done - started, 3),
+            "predict": round(predict_done - read_done, 3),
+            "write": round(done - predict_done, 3),
+            "total": round(done - started, 3),
+        },
+        "foreground_pixels": {s.slug: int(np.count_nonzero(a)) for s, a in arrays.items()},
+    }
+    return summary
+
+
+def layout_case(plugin: TaskPlugin, image_path: Path | Mapping[str, Path], input_dir: Path) -> Path:
+    """Lay a case out as the platform does: ``inputs.json`` + ``images/<slug>/<uuid>.mha``.
+
+    Args:
+        plugin: the task.
+        image_path: the image of a single-input task, or input slug -> image for several inputs.
+        input_dir: the (new or empty) folder standing in for ``/input``.
+
+    Returns:
+        ``input_dir``.
+    """
+    import SimpleITK as sitk
+
+    input_dir = Path(input_dir)
+    images = dict(image_path) if isinstance(image_path, Mapping) else None
+    if images is None:
+        if len(plugin.input_sockets) != 1:
+            raise EyegcError(f"{plugin.name} has {len(plugin.input_sockets)} input sockets: pass slug -> image")
+        images = {plugin.input_sockets[0].slug: Path(image_path)}  # type: ignore[arg-type]
+    entries = []
+    for socket in plugin.input_sockets:
+        if socket.slug not in images:
+            raise EyegcError(f"no image given for input socket {socket.slug}")
+        source = Path(images[socket.slug])
+        if not source.is_file():
+            raise DataError(f"image file not found: {source}")
+        folder = input_dir / socket.relative_path
+        folder.mkdir(parents=True, exist_ok=True)
+        image_pk = str(uuid.uuid4())
+        try:
+            # panimg converts 2D png/jpeg uploads to .mha; this mimics it with the same library.
+            sitk.WriteImage(sitk.ReadImage(str(source)), str(folder / f"{image_pk}.mha"), useCompression=True)
+        except RuntimeError as exc:
+            raise DataError(f"cannot convert {source} to .mha: {str(exc).strip().splitlines()[-1]}") from None
+        entries.append(
+            {
+                "pk": len(entries) + 1,
+                "interface": {
+                    "slug": socket.slug,
+                    "kind": socket.kind,
+                    "super_kind": socket.super_kind,
+                    "relative_path": socket.relative_path,
+                },
+                "image": {"pk": image_pk, "name": source.name},
+                "file": None,
+                "value": None,
+            }
+        )
+    (input_dir / INPUTS_JSON).write_text(json.dumps(entries, indent=2) + "\n")
+    return input_dir
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def find_bundles(root: Path) -> list[Path]:
+    """``root`` itself when it is a bundle (holds ``bundle.json``), else its bundle subfolders."""
+    root = Path(root)
+    if (root / "bundle.json").is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "bundle.json").is_file())
+
+
+def default_model_dirs(model_dir: Path = MODEL_DIR, baked: Path = BAKED_BUNDLES) -> list[Path]:
+    """Bundles from ``/opt/ml/model`` (an uploaded model.tar.gz) if any, else the baked-in ones.
+
+    Raises:
+        BundleError: neither place holds a bundle.
+    """
+    for root in (model_dir, baked):
+        found = find_bundles(root)
+        if found:
+            return found
+    raise BundleError(f"no model bundle found in {model_dir} nor under {baked}; pass --model BUNDLE")
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux), so the log shows start-to-prediction time."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The entrypoint's options; each defaults to an ``EYEGC_*`` environment variable."""
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog=_PROG, description="Predict one grand-challenge case.")
+    parser.add_argument("--task", default=env("EYEGC_TASK"), help="task name (env EYEGC_TASK)")
+    parser.add_argument("--input", type=Path, default=Path(env("EYEGC_INPUT", "/input")), help="default /input")
+    parser.add_argument("--output", type=Path, default=Path(env("EYEGC_OUTPUT", "/output")), help="default /output")
+    model_env = [Path(p) for p in env("EYEGC_MODEL", "").split(os.pathsep) if p]
+    parser.add_argument(
+        "--model",
+        type=Path,
+        nargs="+",
+        default=model_env or None,
+        help=f"bundle folders (env EYEGC_MODEL, {os.pathsep}-separated; default: {MODEL_DIR} when it holds "
+        f"a bundle, else {BAKED_BUNDLES}/*)",
+    )
+    parser.add_argument("--tta", default=env("EYEGC_TTA", "flip"), help="none, flip (default) or dihedral")
+    parser.add_argument("--device", default=env("EYEGC_DEVICE", "auto"), help="auto (default), cpu or cuda")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the one case of this container; user errors print one line and return 2."""
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        if not args.task:
+            raise EyegcError("no task: pass --task or set EYEGC_TASK")
+        from eyegc.common.registry import get_task
+
+        plugin = get_task(args.task)
+        # Validate the case before the slow model load so a bad case fails in a second.
+        inputs = resolve_case_inputs(plugin, args.input)
+        _log(f"task {plugin.name}; inputs from {inputs.source}: {', '.join(map(str, inputs.images.values()))}")
+
+        from eyegc.common.bundle import load_bundle
+        from eyegc.common.inference import Predictor, resolve_device
+
+        models = list(args.model) if args.model else default_model_dirs()
+        bundles = [load_bundle(m, task=plugin.name) for m in models]
+        predictor = Predictor(plugin, bundles, tta=args.tta, device=resolve_device(args.device))
+        loaded = time.perf_counter()
+        _log(
+            f"{predictor.members} network(s) from {', '.join(map(str, models))}; TTA {'+'.join(predictor.ops)}; "
+            f"device {_device_description(predictor)}; ready in {loaded - started:.2f} s"
+        )
+        summary = run_case(plugin, predictor, args.input, args.output)
+    except EyegcError as exc:
+        _log(f"error: {exc}")
+        return 2
+    age = _process_age()
+    summary["seconds"]["model_load"] = round(loaded - started, 3)
+    summary["seconds"]["since_process_start"] = round(age, 3) if age is not None else None
+    summary["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+    summary["unix_time_done"] = round(time.time(), 3)
+    s = summary["seconds"]
+    _log(
+        f"case {summary['case']}: read {s['read']:.2f} s, predict {s['predict']:.2f} s, write {s['write']:.2f} s "
+        f"on {summary['device']}; outputs: {', '.join(summary['outputs'].values())}"
+    )
+    _log("summary " + json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

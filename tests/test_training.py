@@ -1,0 +1,116 @@
+"""Training: deterministic splits, exact resume after an interruption, self-checking bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_train_config
+from eyegc.common.bundle import CHECKSUMS_NAME, load_bundle, read_config
+from eyegc.common.errors import BundleError, EyegcError
+from eyegc.common.registry import get_task
+from eyegc.common.training import make_splits, train
+
+PLUGIN = get_task("drac22-task1")
+
+
+class StopAfter:
+    """An epoch callback that interrupts training like Ctrl-C after ``epoch`` epochs of ``fold``."""
+
+    def __init__(self, fold: int, epoch: int) -> None:
+        self.fold, self.epoch = fold, epoch
+
+    def __call__(self, fold: int, epoch: int, history: dict) -> None:
+        if (fold, epoch) == (self.fold, self.epoch):
+            raise KeyboardInterrupt
+
+
+def test_splits_are_deterministic_disjoint_and_cover_every_case() -> None:
+    ids = ["086", "1299", "402", "5", "77", "900", "13"]
+    splits = make_splits(ids, 3, seed=0)
+    assert splits == make_splits(list(reversed(ids)), 3, seed=0)
+    assert sorted(c for s in splits for c in s["val"]) == sorted(ids)
+    for s in splits:
+        assert not set(s["train"]) & set(s["val"])
+    with pytest.raises(EyegcError, match="cannot be split into 9 folds"):
+        make_splits(ids, 9, seed=0)
+
+
+def test_interrupted_training_resumes_exactly(drac22_data: Path, tmp_path: Path) -> None:
+    cfg = tiny_train_config(epochs=3, tune=False)
+    reference = train(PLUGIN, drac22_data, tmp_path / "reference", cfg)
+
+    run = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(PLUGIN, drac22_data, run, cfg, callbacks=[StopAfter(fold=1, epoch=2)])
+    assert json.loads((run / "fold_1" / "history.json").read_text())["loss"].__len__() == 2
+    with pytest.raises(EyegcError, match="--resume"):
+        train(PLUGIN, drac22_data, run, cfg)
+    train(PLUGIN, drac22_data, run, cfg, resume=True)
+
+    for fold in (0, 1):
+        done = read_config(run)["folds"][str(fold)]
+        assert done["epochs_done"] == 3 == read_config(reference)["folds"][str(fold)]["epochs_done"]
+        a = torch.load(reference / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
+        b = torch.load(run / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
+        assert a["history"] == b["history"]
+        for key, tensor in a["network"].items():
+            torch.testing.assert_close(b["network"][key], tensor, rtol=0, atol=0)
+    bundle = load_bundle(run, task=PLUGIN.name)
+    assert [f.fold for f in bundle.folds] == [0, 1]
+
+
+def test_bundle_records_what_rebuilds_the_model(drac22_run: Path) -> None:
+    config = read_config(drac22_run)
+    assert config["task"] == "drac22-task1"
+    assert config["network"]["name"] == "UNet"
+    assert config["preprocessing"] == {"working_scale": 0.125, "normalize": "zscore"}
+    assert set(config["postprocessing"]["thresholds"]) == {"irma", "npa", "nv"}
+    assert config["data_fingerprint"]["files"] > 6 and len(config["data_fingerprint"]["sha256"]) == 64
+    assert (
+        config["cross_validation"]["tuned_postprocessing"]["leaderboard"]["mean_dsc"]
+        >= (config["cross_validation"]["default_postprocessing"]["leaderboard"]["mean_dsc"])
+    )
+    listed = (drac22_run / CHECKSUMS_NAME).read_text()
+    for name in ("bundle.json", "splits.json", "fold_0/model.pt", "fold_1/model.pt"):
+        assert f"  {name}\n" in listed
+    assert (drac22_run / "fold_0" / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "delete", "edit_config"])
+def test_tampered_bundle_is_refused(drac22_run: Path, tmp_path: Path, damage: str) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(drac22_run, run)
+    weights = run / "fold_1" / "model.pt"
+    if damage == "flip_byte":
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "delete":
+        weights.unlink()
+    else:
+        config = json.loads((run / "bundle.json").read_text())
+        config["postprocessing"]["thresholds"]["nv"] = 0.01
+        (run / "bundle.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="(changed or truncated|missing)"):
+        load_bundle(run)
+
+
+def test_bundle_for_another_task_is_refused(drac22_run: Path) -> None:
+    with pytest.raises(BundleError, match="trained for 'drac22-task1'"):
+        load_bundle(drac22_run, task="goals-layers")
+
+
+def test_bundle_weights_load_with_weights_only(drac22_run: Path) -> None:
+    state = torch.load(drac22_run / "fold_0" / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    bundle = load_bundle(drac22_run)
+    x = torch.zeros(1, 1, 64, 64)
+    assert bundle.folds[0].network(x).shape == (1, 3, 64, 64)
+    assert np.isfinite(bundle.folds[0].network(x).detach().numpy()).all()
