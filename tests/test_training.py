@@ -98,7 +98,7 @@ def test_tampered_bundle_is_refused(drac22_run: Path, tmp_path: Path, damage: st
         config = json.loads((run / "bundle.json").read_text())
         config["postprocessing"]["thresholds"]["nv"] = 0.01
         (run / "bundle.json").write_text(json.dumps(config))
-    with pytest.raises(BundleError, match="(changed or truncated|missing)"):
+    with pytest.raises(BundleError, match=r"(changed or truncated|missing)"):
         load_bundle(run)
 
 
