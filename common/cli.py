@@ -141,6 +141,22 @@ def _cmd_submission(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from eyegc.common.demo import run_demo
+    from eyegc.common.registry import get_task
+
+    training = {"epochs": args.epochs} if args.epochs else None
+    demo = run_demo(get_task(args.task), args.out, args.cases, args.test_cases, training, args.tta, device=args.device)
+    primary = get_task(args.task).metric.primary
+    print(
+        f"model {primary} {demo.result.leaderboard[primary]:.4f} vs trivial predictors: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in demo.baselines.items())
+    )
+    print(f"stage seconds: {demo.seconds}")
+    print(f"data {demo.data}\nmodel bundle {demo.run}\npredictions {demo.predictions}\nsubmission {demo.submission}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="eyegc", description=__doc__)
@@ -148,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered challenges and their tasks")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("demo", help="sample data -> train -> predict -> evaluate -> submission, in a few CPU minutes")
+    p.add_argument("task")
+    p.add_argument("--out", type=Path, default=Path("demo"), help="work folder (default ./demo); reruns reuse it")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--test-cases", type=int, default=6)
+    p.add_argument("--epochs", type=int, help="training epochs (default 12)")
+    p.add_argument("--tta", default="flip")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("sample-data", help="a synthetic data set in the task's official layout")
     p.add_argument("task")

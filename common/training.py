@@ -325,13 +325,12 @@ def _train_fold(
                 scaler.update()
                 losses.append(float(loss.detach()))
         scheduler.step()
-        score, probabilities = _validate(plugin, network, data, split["val"], config, device)
+        score, _ = _validate(plugin, network, data, split["val"], config, device)
         history["loss"].append(float(np.mean(losses)))
         history["metric"].append(score)
         if score > best["score"]:
             best = {"epoch": epoch + 1, "score": score}
             _save_atomic(network.state_dict(), fold_dir / WEIGHTS_NAME)
-            _save_oof(run, probabilities)
         _save_atomic(
             {
                 "network": network.state_dict(),
@@ -350,6 +349,9 @@ def _train_fold(
         for callback in callbacks:
             callback(fold, epoch + 1, history)
     _plot_curve(history, config["training"]["metric"], fold_dir / "training_curve.png")
+    # Out-of-fold probabilities of the best epoch, recomputed so that a resumed run has them too.
+    network.load_state_dict(torch.load(fold_dir / WEIGHTS_NAME, map_location=device, weights_only=True))
+    _save_oof(run, _validate(plugin, network, data, split["val"], config, device)[1])
     return {
         "best_epoch": best["epoch"],
         "best_score": best["score"],
@@ -360,11 +362,13 @@ def _train_fold(
 
 
 def _save_oof(run: Path, probabilities: dict[str, np.ndarray]) -> None:
+    """Save probabilities quantised to 1/255 (uint8): tuning's 0.05 grid does not need more."""
     oof = run / "oof"
     oof.mkdir(exist_ok=True)
     for case_id, probs in probabilities.items():
         tmp = oof / f".{case_id}.tmp.npz"
-        np.savez_compressed(tmp, probabilities=probs)
+        quantised = np.round(np.clip(probs.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+        np.savez(tmp, probabilities=quantised)
         os.replace(tmp, oof / f"{case_id}.npz")
 
 

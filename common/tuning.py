@@ -26,16 +26,26 @@ DEFAULT_MIN_SIZES: tuple[int, ...] = (0, 16, 64, 256, 1024, 4096)
 
 
 def _size_filtered(mask: np.ndarray, min_sizes: Sequence[int]) -> list[np.ndarray]:
-    """The mask with components below each size removed (one labelling for all sizes)."""
+    """The mask with components below each size removed (one labelling for all sizes).
+
+    A size that removes nothing more than the previous one returns the same array object, so
+    callers can skip re-scoring it.
+    """
     if not mask.any():
         return [mask] * len(min_sizes)
     labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    out = []
+    sizes[0] = 0
+    out: list[np.ndarray] = []
+    removed = -1
     for min_size in min_sizes:
-        keep = sizes >= max(min_size, 1)
-        keep[0] = False
-        out.append(keep[labels])
+        now_removed = int(np.count_nonzero(sizes[1:] < min_size))
+        if now_removed != removed:
+            keep = sizes >= max(min_size, 1)
+            keep[0] = False
+            current = mask if now_removed == 0 else keep[labels]
+            removed = now_removed
+        out.append(current)
     return out
 
 
@@ -64,8 +74,10 @@ def tune_postprocessing(
         best: tuple[float, float, float, int] | None = None  # (score, -|t-0.5|, t, size) maximised
         for threshold in tqdm(thresholds, desc=f"tune {spec.key}", unit="threshold", leave=False):
             filtered = [_size_filtered(p[c] >= threshold, min_sizes) for p in probabilities]
+            score = float("nan")
             for s, min_size in enumerate(min_sizes):
-                score = plugin.metric.class_score(c, [f[s] for f in filtered], truth)
+                if s == 0 or any(f[s] is not f[s - 1] for f in filtered):
+                    score = plugin.metric.class_score(c, [f[s] for f in filtered], truth)
                 if np.isnan(score):
                     continue
                 key = (round(score, 12), -abs(threshold - 0.5), float(threshold), -int(min_size))
@@ -88,7 +100,7 @@ def load_oof(plugin: TaskPlugin, run: Path, data_root: Path) -> tuple[list[str],
     absent = [i for i in ids if i not in cases]
     if absent:
         raise EyegcError(f"out-of-fold cases {absent[:5]} are not in {data_root}; pass the training data with --data")
-    probs = [np.load(oof / f"{i}.npz")["probabilities"].astype(np.float32) for i in ids]
+    probs = [np.load(oof / f"{i}.npz")["probabilities"].astype(np.float32) / 255.0 for i in ids]
     targets = [plugin.read_target(cases[i]) for i in ids]
     return ids, probs, targets
 

@@ -1,0 +1,109 @@
+"""The whole pipeline on generated data: sample data → train → predict → evaluate → submission."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eyegc.common.bundle import read_config
+from eyegc.common.errors import EyegcError
+from eyegc.common.evaluation import evaluate_predictions, format_leaderboard
+from eyegc.common.inference import predict_folder
+from eyegc.common.plugin import EvaluationResult, TaskPlugin
+from eyegc.common.sample_data import write_sample_data
+from eyegc.common.training import TrainConfig, train
+from tqdm import tqdm
+
+__all__ = ["DEMO_TRAINING", "DemoResult", "run_demo", "trivial_baselines"]
+
+#: A small model that learns the sample data in a few CPU minutes (2 folds at quarter resolution).
+DEMO_TRAINING: dict[str, Any] = {
+    "network_kwargs": {"channels": [16, 32, 64, 128], "strides": [2, 2, 2], "num_res_units": 1},
+    "folds": 2,
+    "epochs": 12,
+    "batch_size": 8,
+    "patch_size": 128,
+    "working_scale": 0.25,
+    "patches_per_image": 4,
+}
+
+
+@dataclass
+class DemoResult:
+    """What the demo made and how it scored."""
+
+    data: Path
+    run: Path
+    predictions: Path
+    submission: Path
+    result: EvaluationResult
+    baselines: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def trivial_baselines(plugin: TaskPlugin, data: Path, split: str = "test") -> dict[str, float]:
+    """The leaderboard figure of an all-background and an all-foreground predictor."""
+    cases = plugin.list_cases(data, split)
+    targets = [plugin.read_target(c) for c in cases]
+    ids = [c.case_id for c in cases]
+    primary = plugin.metric.primary
+    return {
+        "all_background": plugin.metric(plugin.name, [np.zeros_like(t) for t in targets], targets, ids).leaderboard[
+            primary
+        ],
+        "all_foreground": plugin.metric(plugin.name, [np.ones_like(t) for t in targets], targets, ids).leaderboard[
+            primary
+        ],
+    }
+
+
+def run_demo(
+    plugin: TaskPlugin,
+    out: Path,
+    cases: int = 16,
+    test_cases: int = 6,
+    training: dict[str, Any] | None = None,
+    tta: str = "flip",
+    team: str = "eyegc_demo",
+    device: str = "auto",
+    seed: int = 0,
+) -> DemoResult:
+    """Run the pipeline in ``out`` (``data/``, ``run/``, ``predictions/``, ``submission.zip``).
+
+    Steps already done (their output exists) are reused, so an interrupted demo continues.
+    """
+    out = Path(out)
+    seconds: dict[str, float] = {}
+    data, run, pred, submission = out / "data", out / "run", out / "predictions", out / "submission.zip"
+
+    last = [time.perf_counter()]
+
+    def stage(name: str) -> None:
+        now = time.perf_counter()
+        seconds[name] = round(now - last[0], 1)
+        last[0] = now
+
+    if not data.exists():
+        write_sample_data(plugin, data, cases=cases, test_cases=test_cases, seed=seed)
+    stage("sample_data")
+    cfg = TrainConfig(**{**DEMO_TRAINING, **(training or {})}, device=device, seed=seed)
+    if not (run / "bundle.json").exists():
+        train(plugin, data, run, cfg)
+    elif not read_config(run)["postprocessing"].get("tuned"):
+        train(plugin, data, run, cfg, resume=True)  # an interrupted demo continues where it stopped
+    stage("train")
+    images = plugin.list_cases(data, "test", require_labels=False)
+    if not images:
+        raise EyegcError(f"{data} has no testing images")
+    predict_folder(plugin, [run], images[0].image.parent, pred, tta=tta, device=device, overwrite=True)
+    stage("predict")
+    result = evaluate_predictions(plugin, pred, data, "test")
+    stage("evaluate")
+    plugin.write_submission(pred, submission, team=team, overwrite=True)
+    stage("submission")
+    baselines = trivial_baselines(plugin, data)
+    tqdm.write(format_leaderboard(result))
+    return DemoResult(data, run, pred, submission, result, baselines, seconds)
