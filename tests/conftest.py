@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from eyegc.common.registry import get_task
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import TrainConfig, train
-
-#: ../shared/data beside the repository (tests that use it skip cleanly without it).
-SHARED_DATA = Path(os.environ.get("EYEGC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 #: A network small enough to train in seconds on two CPU cores.
 TINY_UNET = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
