@@ -1,0 +1,62 @@
+"""Every registered network builds in 2D, returns one logits tensor, and loads user weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from eyegc.common.errors import EyegcError
+from eyegc.common.losses import build_loss
+from eyegc.common.networks import NETWORKS, build_network, load_pretrained
+from eyegc.common.plugin import TaskKind
+
+SMALL = {
+    "UNet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+    "BasicUNetPlusPlus": {"features": [4, 4, 8, 16, 32, 4]},
+    "AttentionUnet": {"channels": [4, 8, 16], "strides": [2, 2]},
+    "FlexibleUNet": {"backbone": "resnet10"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_network_returns_logits_of_input_size(name: str) -> None:
+    net = build_network(name, 1, 3, SMALL[name]).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 64, 64))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 64, 64)
+
+
+def test_unknown_network_lists_the_choices() -> None:
+    with pytest.raises(EyegcError, match="BasicUNetPlusPlus"):
+        build_network("Unet", 1, 3)
+
+
+def test_flexible_unet_never_downloads() -> None:
+    with pytest.raises(EyegcError, match="--pretrained PATH"):
+        build_network("FlexibleUNet", 1, 3, {"pretrained": True})
+
+
+def test_pretrained_state_dict_is_loaded_from_a_path(tmp_path: Path) -> None:
+    source = build_network("UNet", 1, 3, SMALL["UNet"])
+    torch.save(source.net.state_dict(), tmp_path / "weights.pt")
+    target = build_network("UNet", 1, 3, SMALL["UNet"])
+    missing, skipped = load_pretrained(target, tmp_path / "weights.pt")
+    assert missing == [] and skipped == []
+    x = torch.rand(1, 1, 32, 32)
+    torch.testing.assert_close(target.eval()(x), source.eval()(x))
+    # a head with another number of classes: the mismatched tensors are skipped, not fatal
+    other = build_network("UNet", 1, 2, SMALL["UNet"])
+    missing, skipped = load_pretrained(other, tmp_path / "weights.pt")
+    assert skipped and set(skipped) == set(missing)
+    with pytest.raises(EyegcError, match="not found"):
+        load_pretrained(other, tmp_path / "absent.pt")
+
+
+@pytest.mark.parametrize("loss", ["dice_bce", "dice_focal"])
+def test_losses_accept_class_weights_and_decrease_for_better_logits(loss: str) -> None:
+    fn = build_loss(loss, TaskKind.MULTILABEL_SEGMENTATION, [1.0, 2.0, 0.5])
+    target = (torch.rand(2, 3, 16, 16) > 0.7).float()
+    good = fn(target * 8 - 4, target)
+    bad = fn(4 - target * 8, target)
+    assert float(good) < float(bad)
