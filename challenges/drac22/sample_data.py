@@ -181,7 +181,7 @@ def _capillary_layer(rng: np.random.Generator) -> np.ndarray:
 
 
 def _walk(
-    rng: np.random.Generator, start: tuple[float, float], heading: float, steps: int, step: float, turn: float
+    rng: np.random.Generator, start: np.ndarray, heading: float, steps: int, step: float, turn: float
 ) -> np.ndarray:
     """Smooth random curve: (steps + 1, 2) points in (x, y)."""
     curvature = ndimage.gaussian_filter1d(rng.normal(0.0, turn, steps), 3.0) * 3.0
@@ -203,9 +203,11 @@ def _vessel_layer(rng: np.random.Generator) -> np.ndarray:
     # Trunks grow from the optic disc beyond one side edge, a few more from random edge points.
     disc = np.array([rng.choice([-80.0, SIZE + 80.0]), rng.uniform(0.3, 0.7) * SIZE])
     stack = []
-    for _ in range(int(rng.integers(3, 6))):
-        heading = np.arctan2(SIZE / 2 - disc[1], SIZE / 2 - disc[0]) + rng.uniform(-1.2, 1.2)
-        stack.append((disc, heading, rng.uniform(6.5, 9.0), 0))
+    # Fanned-out trunk headings (like the upper and lower arcades) keep the trees from tangling.
+    trunks = int(rng.integers(3, 6))
+    towards_centre = np.arctan2(SIZE / 2 - disc[1], SIZE / 2 - disc[0])
+    for offset in np.linspace(-1.2, 1.2, trunks) + rng.uniform(-0.15, 0.15, trunks):
+        stack.append((disc, towards_centre + offset, rng.uniform(6.5, 9.0), 0))
     for _ in range(int(rng.integers(1, 4))):
         t = rng.uniform(0.1, 0.9) * SIZE
         start = [(t, -5.0), (SIZE + 5.0, t), (t, SIZE + 5.0), (-5.0, t)][int(rng.integers(4))]
@@ -241,8 +243,9 @@ def _blob(rng: np.random.Generator, centre: tuple[float, float], radius: float, 
     """Boolean image of a smooth irregular blob (radius modulated by low harmonics)."""
     cy, cx = centre
     reach = radius * (1.0 + 2.5 * rough) + 2
-    y0, y1 = max(int(cy - reach), 0), min(int(cy + reach) + 1, SIZE)
-    x0, x1 = max(int(cx - reach), 0), min(int(cx + reach) + 1, SIZE)
+    # Clipped to the image so that a lobe lying wholly outside gives an empty (not wrapped) box.
+    y0, y1 = (int(np.clip(v, 0, SIZE)) for v in (cy - reach, cy + reach + 1))
+    x0, x1 = (int(np.clip(v, 0, SIZE)) for v in (cx - reach, cx + reach + 1))
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     theta = np.arctan2(yy - cy, xx - cx)
     outline = np.ones_like(theta)
@@ -289,7 +292,7 @@ def _irma(
     if npa is not None:
         border = np.argwhere(npa & ~ndimage.binary_erosion(npa))
     for cluster in range(int(rng.integers(1, 5))):
-        radius = rng.uniform(25.0, 60.0)
+        radius = rng.uniform(30.0, 60.0)
         if border is not None and len(border) and rng.random() < 0.8:
             point = border[rng.integers(len(border))].astype(float)
             if (overlap and cluster == 0) or rng.random() < 0.5:
@@ -301,7 +304,8 @@ def _irma(
         else:
             centre = rng.uniform(radius + 10.0, SIZE - radius - 10.0, 2)
         centre = np.clip(centre, radius + 5.0, SIZE - radius - 5.0)
-        for _ in range(int(rng.integers(4, 9))):
+        # Enough segments for the radius that the cluster reads as one lesion, not a stray curl.
+        for _ in range(int(radius * radius / rng.uniform(120.0, 180.0))):
             start = centre + rng.uniform(-0.6, 0.6, 2) * radius
             points = _tortuous_walk(rng, start[::-1], centre[::-1], radius, int(rng.integers(15, 35)))
             draw.line([tuple(p) for p in points], fill=255, width=int(rng.integers(3, 6)), joint="curve")
@@ -336,14 +340,14 @@ def _nv(rng: np.random.Generator, vessels: np.ndarray) -> tuple[np.ndarray, np.n
     draw = ImageDraw.Draw(canvas)
     on_vessel = np.argwhere(vessels[100:-100, 100:-100] > 0.7) + 100
     for _ in range(int(rng.integers(1, 3))):
-        radius = rng.uniform(35.0, 70.0)
+        radius = rng.uniform(40.0, 70.0)
         # New vessels sprout from existing ones, so the fan's root usually sits on a vessel.
         if len(on_vessel) and rng.random() < 0.8:
             root = on_vessel[rng.integers(len(on_vessel))].astype(float)
         else:
             root = rng.uniform(100.0, SIZE - 100.0, 2)  # (y, x)
         direction = rng.uniform(0, 2 * np.pi)
-        spread = rng.uniform(1.0, 1.8)
+        spread = rng.uniform(1.2, 2.0)
         low, high = (root - radius).astype(int) - 6, (root + radius).astype(int) + 7
         box = (slice(low[0], high[0]), slice(low[1], high[1]))
         yy, xx = np.mgrid[box].astype(np.float32)
