@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo"), help="work folder (default ./demo); reruns reuse it")
     p.add_argument("--cases", type=int, default=16)
     p.add_argument("--test-cases", type=int, default=6)
-    p.add_argument("--epochs", type=int, help="training epochs (default 12)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 20)")
     p.add_argument("--tta", default="flip")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_demo)

@@ -5,26 +5,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from eyegc.common.plugin import TaskKind
 from eyegc.common.registry import look_up_option
-from monai.losses import DiceCELoss, DiceFocalLoss
+from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
 from torch import nn
 
-__all__ = ["LOSSES", "build_loss"]
+__all__ = ["LOSSES", "DiceBCELoss", "build_loss"]
 
-#: loss name -> description (shown by ``eyegc train --help``).
+#: loss name -> description.
 LOSSES = {
     "dice_bce": "Dice + binary cross-entropy (softmax tasks: Dice + cross-entropy)",
     "dice_focal": "Dice + focal loss (for small, rare structures)",
 }
 
 
+class DiceBCELoss(nn.Module):
+    """MONAI's sigmoid Dice (over the batch) plus per-channel binary cross-entropy on logits.
+
+    MONAI's ``DiceCELoss(sigmoid=True)`` applies a softmax cross-entropy across channels whenever
+    there is more than one, which is wrong for overlapping classes; the multi-label tasks use this.
+    """
+
+    def __init__(self, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.dice = DiceLoss(sigmoid=True, batch=True, weight=weight)
+        self.register_buffer("channel_weight", None if weight is None else weight.view(1, -1, 1, 1))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        bce = F.binary_cross_entropy_with_logits(logits, target, weight=self.channel_weight)
+        return self.dice(logits, target) + bce
+
+
 def build_loss(name: str, kind: TaskKind, class_weights: Sequence[float] | None = None) -> nn.Module:
-    """A MONAI loss for logits: sigmoid for multi-label tasks, softmax with one-hot labels otherwise."""
+    """A loss on logits: sigmoid per channel for multi-label tasks, softmax with one-hot labels otherwise.
+
+    Dice is computed over the whole batch per class (as nnU-Net does), so patches without a
+    lesion do not each pull towards an empty prediction.
+    """
     look_up_option(name, LOSSES, what="loss")
-    multilabel = kind == TaskKind.MULTILABEL_SEGMENTATION
-    act = {"sigmoid": True} if multilabel else {"softmax": True, "to_onehot_y": True}
     weight = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights else None
+    multilabel = kind == TaskKind.MULTILABEL_SEGMENTATION
     if name == "dice_focal":
-        return DiceFocalLoss(**act, weight=weight)
-    return DiceCELoss(**act, weight=weight)
+        act = {"sigmoid": True} if multilabel else {"softmax": True, "to_onehot_y": True}
+        return DiceFocalLoss(**act, weight=weight, batch=True)
+    if multilabel:
+        return DiceBCELoss(weight)
+    return DiceCELoss(softmax=True, to_onehot_y=True, weight=weight, batch=True)

@@ -37,9 +37,10 @@ from eyegc.common.registry import look_up_option
 from monai.data import DataLoader, Dataset
 from monai.transforms import (
     Compose,
+    DeleteItemsd,
     Rand2DElasticd,
     RandAdjustContrastd,
-    RandCropByPosNegLabeld,
+    RandCropByLabelClassesd,
     RandFlipd,
     RandGaussianNoised,
     RandRotate90d,
@@ -144,16 +145,25 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _augmentation(patch: int, ops: set[str], patches_per_image: int) -> Compose:
+def _augmentation(patch: int, ops: set[str], patches_per_image: int, crop_classes: int) -> Compose:
     keys = ["image", "label"]
     steps: list[Any] = []
     if patch:
+        # Patches centred on each class (and background) equally often: rare, small lesion types
+        # are seen as often as large ones. "crop_label" holds background + one channel per class.
         steps += [
-            SpatialPadd(keys, spatial_size=(patch, patch)),
-            RandCropByPosNegLabeld(
-                keys, label_key="label", spatial_size=(patch, patch), pos=2, neg=1, num_samples=patches_per_image
+            SpatialPadd([*keys, "crop_label"], spatial_size=(patch, patch)),
+            RandCropByLabelClassesd(
+                keys,
+                label_key="crop_label",
+                spatial_size=(patch, patch),
+                ratios=[1.0] * crop_classes,
+                num_classes=crop_classes,
+                num_samples=patches_per_image,
+                warn=False,
             ),
         ]
+    steps.append(DeleteItemsd("crop_label"))
     # Geometric augmentation stays inside the symmetries the task allows for TTA (OCT: left-right only).
     if "flip_lr" in ops:
         steps.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
@@ -176,6 +186,14 @@ def _augmentation(patch: int, ops: set[str], patches_per_image: int) -> Compose:
         RandGaussianNoised("image", std=0.05, prob=0.2),
     ]
     return Compose(steps)
+
+
+def _crop_label(label: torch.Tensor, kind: TaskKind) -> torch.Tensor:
+    """Background + one channel per class, for class-balanced patch sampling."""
+    if kind == TaskKind.MULTICLASS_SEGMENTATION:
+        return label  # class indices already
+    foreground = label > 0
+    return torch.cat([~foreground.any(dim=0, keepdim=True), foreground]).to(torch.uint8)
 
 
 def _seed_everything(seed: int) -> None:
@@ -291,10 +309,14 @@ def _train_fold(
         best = {"epoch": int(state["best_epoch"]), "score": float(state["best_score"])}
         start_epoch = int(state["epoch"])
     ops = set().union(*config["allowed_tta"].values())
-    transforms = _augmentation(int(config["patch_size"]), ops, int(t["patches_per_image"]))
-    items = [{"image": data.images[c], "label": data.labels[c]} for c in split["train"]]
+    crop_classes = len(config["classes"]) + (plugin.kind == TaskKind.MULTILABEL_SEGMENTATION)
+    transforms = _augmentation(int(config["patch_size"]), ops, int(t["patches_per_image"]), crop_classes)
+    items = [
+        {"image": data.images[c], "label": data.labels[c], "crop_label": _crop_label(data.labels[c], plugin.kind)}
+        for c in split["train"]
+    ]
     dataset = Dataset(items, transform=transforms)
-    epochs = int(t["epochs"])
+    epochs, batch_size = int(t["epochs"]), int(t["batch_size"])
     progress = tqdm(range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs)
     for epoch in progress:
         # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
@@ -303,7 +325,7 @@ def _train_fold(
         transforms.set_random_state(seed=epoch_seed % (2**32))
         loader = DataLoader(
             dataset,
-            batch_size=int(t["batch_size"]),
+            batch_size=max(1, batch_size // int(t["patches_per_image"])),
             shuffle=True,
             num_workers=0,
             generator=torch.Generator().manual_seed(epoch_seed),
@@ -311,19 +333,22 @@ def _train_fold(
         network.train()
         losses = []
         with warnings.catch_warnings():
-            # Images without any lesion cannot give positive patches; MONAI says so on every draw.
-            warnings.filterwarnings("ignore", message="Num foregrounds 0")
-            for batch in loader:
-                images, labels = batch["image"].to(device), batch["label"].to(device)
-                if plugin.kind == TaskKind.MULTICLASS_SEGMENTATION:
-                    labels = labels.round()
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, enabled=device.type == "cuda"):
-                    loss = loss_fn(network(images), labels)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(float(loss.detach()))
+            # A class absent from an image cannot centre a patch; MONAI says so on every draw.
+            warnings.filterwarnings("ignore", message=".*no available indices of class")
+            # The loader yields every patch of a few images; --batch-size counts patches per step.
+            for loaded in loader:
+                for start in range(0, len(loaded["image"]), batch_size):
+                    images = loaded["image"][start : start + batch_size].to(device)
+                    labels = loaded["label"][start : start + batch_size].to(device)
+                    if plugin.kind == TaskKind.MULTICLASS_SEGMENTATION:
+                        labels = labels.round()
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast(device.type, enabled=device.type == "cuda"):
+                        loss = loss_fn(network(images), labels)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    losses.append(float(loss.detach()))
         scheduler.step()
         score, _ = _validate(plugin, network, data, split["val"], config, device)
         history["loss"].append(float(np.mean(losses)))

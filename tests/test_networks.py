@@ -60,3 +60,11 @@ def test_losses_accept_class_weights_and_decrease_for_better_logits(loss: str) -
     good = fn(target * 8 - 4, target)
     bad = fn(4 - target * 8, target)
     assert float(good) < float(bad)
+
+
+def test_multilabel_dice_bce_treats_channels_independently() -> None:
+    # Two overlapping classes both present: confident logits for both must give a low loss.
+    # (A softmax cross-entropy across channels, as MONAI's DiceCELoss uses, cannot do that.)
+    fn = build_loss("dice_bce", TaskKind.MULTILABEL_SEGMENTATION)
+    target = torch.ones(1, 2, 8, 8)
+    assert float(fn(torch.full((1, 2, 8, 8), 8.0), target)) < 0.01
