@@ -141,7 +141,8 @@ def _image_handler(plugin: TaskPlugin, input_dir: Path, entries: list[dict[str, 
         path = _socket_image(Path(input_dir) / relative)
         images[socket.slug] = path
         image_info = entry.get("image")
-        names[socket.slug] = str(image_info.get("name")) if isinstance(image_info, dict) else path.name
+        name = image_info.get("name") if isinstance(image_info, dict) else None
+        names[socket.slug] = str(name) if name else path.name
     return CaseInputs(images=images, names=names, source="inputs.json" if entries is not None else "socket folders")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import TrainConfig, train
 from tqdm import tqdm
 
-__all__ = ["DEMO_TRAINING", "DemoResult", "run_demo", "trivial_baselines"]
+__all__ = ["DEMO_TRAINING", "DemoResult", "prepare_demo", "run_demo", "trivial_baselines"]
 
 #: A small model that learns the sample data in about 2.5 CPU minutes (2 folds at half resolution).
 DEMO_TRAINING: dict[str, Any] = {
@@ -60,6 +61,40 @@ def trivial_baselines(plugin: TaskPlugin, data: Path, split: str = "test") -> di
     }
 
 
+def prepare_demo(
+    plugin: TaskPlugin,
+    out: Path,
+    cases: int = 16,
+    test_cases: int = 6,
+    training: dict[str, Any] | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    train_model: bool = True,
+    on_stage: Callable[[str], None] | None = None,
+) -> tuple[Path, Path | None]:
+    """Sample data in ``out/data`` and a demo model in ``out/run``, reusing (or resuming) what exists.
+
+    Returns:
+        The data root and the run folder (``None`` when ``train_model`` is False).
+    """
+    out = Path(out)
+    data, run = out / "data", out / "run"
+    if not data.exists():
+        write_sample_data(plugin, data, cases=cases, test_cases=test_cases, seed=seed)
+    if on_stage:
+        on_stage("sample_data")
+    if not train_model:
+        return data, None
+    cfg = TrainConfig(**{**DEMO_TRAINING, **(training or {})}, device=device, seed=seed)
+    if not (run / "bundle.json").exists():
+        train(plugin, data, run, cfg)
+    elif not read_config(run)["postprocessing"].get("tuned"):
+        train(plugin, data, run, cfg, resume=True)  # an interrupted demo continues where it stopped
+    if on_stage:
+        on_stage("train")
+    return data, run
+
+
 def run_demo(
     plugin: TaskPlugin,
     out: Path,
@@ -77,7 +112,7 @@ def run_demo(
     """
     out = Path(out)
     seconds: dict[str, float] = {}
-    data, run, pred, submission = out / "data", out / "run", out / "predictions", out / "submission.zip"
+    pred, submission = out / "predictions", out / "submission.zip"
 
     last = [time.perf_counter()]
 
@@ -86,15 +121,8 @@ def run_demo(
         seconds[name] = round(now - last[0], 1)
         last[0] = now
 
-    if not data.exists():
-        write_sample_data(plugin, data, cases=cases, test_cases=test_cases, seed=seed)
-    stage("sample_data")
-    cfg = TrainConfig(**{**DEMO_TRAINING, **(training or {})}, device=device, seed=seed)
-    if not (run / "bundle.json").exists():
-        train(plugin, data, run, cfg)
-    elif not read_config(run)["postprocessing"].get("tuned"):
-        train(plugin, data, run, cfg, resume=True)  # an interrupted demo continues where it stopped
-    stage("train")
+    data, run = prepare_demo(plugin, out, cases, test_cases, training, device, seed, on_stage=stage)
+    assert run is not None
     images = plugin.list_cases(data, "test", require_labels=False)
     if not images:
         raise EyegcError(f"{data} has no testing images")

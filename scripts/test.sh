@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): set up .venv, lint, run every test.
+# The project's test command (README, .ci/run): set up .venv, lint, run every test, then the
+# container end to end (./submit.sh drac22-task1 --demo: build, offline test runs, export).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
+# EYEGC_SKIP_CONTAINER=1 skips the container stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh
@@ -13,4 +15,21 @@ if [ "$status" -eq 5 ]; then
   echo "test.sh: pytest collected no tests; that is a failure" >&2
   exit 1
 fi
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+
+if [ "${EYEGC_SKIP_CONTAINER:-0}" = 1 ]; then
+  echo "test.sh: container stage skipped (EYEGC_SKIP_CONTAINER=1)"
+  exit 0
+fi
+echo "== container end to end: ./submit.sh drac22-task1 --demo"
+started=$(date +%s)
+if scripts/docker-engine.sh; then
+  ./submit.sh drac22-task1 --demo --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
+elif [ -n "${CI:-}" ]; then
+  echo "test.sh: CI needs a Docker engine for the container stage" >&2
+  exit 1
+else
+  echo "test.sh: no Docker engine here; checking the container entrypoint in-process only (--no-docker)"
+  ./submit.sh drac22-task1 --demo --no-docker --out build/test-dist
+fi
+echo "test.sh: container stage took $(( $(date +%s) - started )) s"

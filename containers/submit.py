@@ -1,0 +1,842 @@
+"""Build, test-run and export a grand-challenge.org algorithm container (the logic of ``submit.sh``).
+
+Steps: verify the model bundle(s) → a wheelhouse of the project and its pinned dependencies
+(cached) → ``docker build`` on an assembled context → test-run every sample case the way the
+platform does (``/input/inputs.json`` + ``/input/images/<slug>/<uuid>.mha``, no network, memory
+cap, read-only root, no capabilities) → check each output socket and compare it with
+``eyegc predict`` run outside the container → local leaderboard of the container's own outputs →
+``dist/<tag>-<timestamp>.tar.gz``, ``dist/<tag>-model.tar.gz`` and ``dist/<tag>-manifest.json``.
+
+Without a Docker engine the entrypoint runs in-process on the same folders instead, and the exit
+status is non-zero unless ``--no-docker`` asked for exactly that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eyegc.common.bundle import sha256_file
+
+__all__ = ["DEFAULT_BASE_IMAGE", "build_parser", "main"]
+
+#: The official template's base (a CUDA runtime with torch); needs a registry to pull it.
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime"
+REPO = Path(__file__).resolve().parents[1]
+#: Gitignored (``build/``): the cached wheelhouse, the assembled context and the test cases.
+WORK = REPO / "build" / "container"
+#: Bundle files that make up a bundle (the rest of a run folder is training artefacts).
+BUNDLE_FILES = ("bundle.json", "splits.json", "checksums.sha256")
+#: Allowed share of differing pixels between container and host predictions when the two run
+#: different torch builds or devices (float rounding flips a few pixels at the threshold).
+TOLERANCE = 1e-3
+
+
+class SubmitError(Exception):
+    """A failed step: printed as one line, exit status 1."""
+
+
+def _say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def _step(title: str) -> None:
+    _say(f"\n== {title}")
+
+
+def _run(cmd: Sequence[str], what: str, timeout: float | None = None, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run a command, capturing output; a failure raises SubmitError with its last lines."""
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise SubmitError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def _safe_name(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", tag.removesuffix(":latest")).strip("-")
+
+
+# -- bundles and data ---------------------------------------------------------------------------
+
+
+@dataclass
+class StagedBundle:
+    """A verified bundle copied (checksummed files only) to ``path`` as ``NN-<name>``."""
+
+    source: Path
+    path: Path
+    checksums: dict[str, str]
+    folds: int
+    network: dict[str, Any]
+    data_root: str | None
+
+
+def _stage_bundles(task: str, models: Sequence[Path], dest: Path) -> list[StagedBundle]:
+    """Verify each bundle with ``load_bundle`` and copy its files to ``dest/NN-name``.
+
+    The ``NN-`` prefix keeps the user's order: the first bundle's postprocessing is the
+    ensemble's, and the container sorts the bundle folders it finds.
+    """
+    from eyegc.common.bundle import load_bundle
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    staged = []
+    for index, model in enumerate(models):
+        bundle = load_bundle(model, task=task)
+        listing = (Path(model) / "checksums.sha256").read_text().split("\n")
+        checksums = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in listing if line.strip()}
+        target = dest / f"{index:02d}-{_safe_name(Path(model).resolve().name)}"
+        for name in sorted({*BUNDLE_FILES, *checksums}):
+            if (Path(model) / name).is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(model) / name, target / name)
+        load_bundle(target, task=task)  # the copy verifies too
+        staged.append(
+            StagedBundle(
+                source=Path(model).resolve(),
+                path=target,
+                checksums=checksums,
+                folds=len(bundle.folds),
+                network=bundle.config.get("network", {}),
+                data_root=bundle.config.get("training", {}).get("data_root"),
+            )
+        )
+        _say(f"bundle {model}: {len(bundle.folds)} fold(s), {bundle.config['network']['name']}, verified")
+    return staged
+
+
+def _demo(plugin: Any, root: Path, want_data: bool, want_model: bool) -> tuple[Path, Path | None]:
+    """Sample data in ``root/data`` and the demo model in ``root/run`` (``eyegc demo``'s, reused when present)."""
+    from eyegc.common.demo import DEMO_TRAINING, prepare_demo
+
+    started = time.perf_counter()
+    if want_model:
+        _say(
+            f"demo: sample data and a small model on CPU ({DEMO_TRAINING['folds']} folds x "
+            f"{DEMO_TRAINING['epochs']} epochs at scale {DEMO_TRAINING['working_scale']}); reused when present"
+        )
+    data, run = prepare_demo(plugin, root, train_model=want_model, device="cpu")
+    _say(f"demo: data {data}, model {run} ready in {time.perf_counter() - started:.0f} s")
+    return data, run
+
+
+@dataclass
+class SampleCase:
+    """A case to test-run: its image, its platform-style input folder, its ground truth if any."""
+
+    case_id: str
+    image: Path
+    input_dir: Path
+    case: Any
+    has_truth: bool
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _sample_cases(plugin: Any, data: Path, work: Path, max_cases: int) -> list[SampleCase]:
+    """Up to ``max_cases`` cases of the test split (train split if it has none), laid out as /input."""
+    from eyegc.common.container import layout_case
+
+    cases = []
+    for split in ("test", "train"):
+        with contextlib.suppress(Exception):
+            cases = plugin.list_cases(data, split, require_labels=False)
+        if cases:
+            break
+    if not cases:
+        raise SubmitError(f"no cases found in {data} (official layout expected)")
+    chosen = []
+    for case in cases[:max_cases]:
+        input_dir = layout_case(plugin, case.image, work / case.case_id / "input")
+        chosen.append(SampleCase(case.case_id, Path(case.image), input_dir, case, case.labels is not None))
+    return chosen
+
+
+# -- wheelhouse and build -----------------------------------------------------------------------
+
+
+def _project_requirements(wheel: Path) -> list[str]:
+    """The project's runtime requirements (no extras), read from the built wheel's METADATA."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode()
+    requirements = []
+    for line in metadata.splitlines():
+        if line.startswith("Requires-Dist:"):
+            spec = line.split(":", 1)[1].strip()
+            if "extra ==" not in spec:
+                requirements.append(spec)
+    return requirements
+
+
+def _wheelhouse(python: str, work: Path, refresh: bool) -> tuple[Path, Path, list[str]]:
+    """Build the project wheel (always) and the pinned dependency wheels (cached by a stamp).
+
+    Returns:
+        The project wheel, the dependency folder and the requirements written beside it.
+    """
+    project_dir = work / "wheelhouse" / "project"
+    shutil.rmtree(project_dir, ignore_errors=True)
+    project_dir.mkdir(parents=True)
+    # A fixed timestamp makes the wheel byte-identical for unchanged code, so Docker's layer
+    # cache keeps the project layer too.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
+    with tempfile.TemporaryDirectory(prefix="eyegc-wheel-") as build_tmp:
+        # Build from a copy: setuptools writes build/ and *.egg-info into the source tree.
+        source = Path(build_tmp) / "src"
+        shutil.copytree(
+            REPO,
+            source,
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv", "build", "dist", "demo", "runs", "__pycache__", "*.egg-info", ".*cache"
+            ),
+        )
+        _run(
+            [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(project_dir), str(source)],
+            "building the eyegc wheel",
+            env=env,
+        )
+    wheel = next(project_dir.glob("eyegc-*.whl"))
+    requirements = _project_requirements(wheel)
+
+    deps_dir = work / "wheelhouse" / "deps"
+    constraints = REPO / "constraints.txt"
+    key = hashlib.sha256(
+        "\n".join([constraints.read_text(), *requirements, sys.version.split()[0], sys.platform]).encode()
+    ).hexdigest()
+    stamp = deps_dir / ".stamp"
+    if not refresh and stamp.is_file() and stamp.read_text().strip() == key:
+        _say(f"wheelhouse: cached {deps_dir} ({len(list(deps_dir.glob('*.whl')))} wheels)")
+    else:
+        started = time.perf_counter()
+        tmp = deps_dir.with_name("deps.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        requirements_txt = tmp / "requirements.txt"
+        requirements_txt.write_text("\n".join(requirements) + "\n")
+        _run(
+            [
+                python,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "-w",
+                str(tmp),
+                "-c",
+                str(constraints),
+                "-r",
+                str(tmp / "requirements.txt"),
+            ],
+            "pip wheel of the pinned dependencies",
+        )
+        (tmp / ".stamp").write_text(key + "\n")
+        shutil.rmtree(deps_dir, ignore_errors=True)
+        os.replace(tmp, deps_dir)
+        _say(f"wheelhouse: {len(list(deps_dir.glob('*.whl')))} wheels in {time.perf_counter() - started:.0f} s")
+    (deps_dir / "requirements.txt").write_text("\n".join(requirements) + "\n")
+    return wheel, deps_dir, requirements
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link (copy across filesystems) every file of ``src`` into ``dst``."""
+    for path in src.rglob("*"):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def _assemble_context(work: Path, wheel: Path, deps_dir: Path, bundles_dir: Path) -> Path:
+    """``work/context``: Dockerfile, .dockerignore, wheelhouse/{deps,project}, bundles."""
+    context = work / "context"
+    shutil.rmtree(context, ignore_errors=True)
+    (context / "wheelhouse" / "project").mkdir(parents=True)
+    shutil.copy2(REPO / "containers" / "Dockerfile", context / "Dockerfile")
+    shutil.copy2(REPO / "containers" / ".dockerignore", context / ".dockerignore")
+    _link_tree(deps_dir, context / "wheelhouse" / "deps")
+    (context / "wheelhouse" / "deps" / ".stamp").unlink(missing_ok=True)
+    shutil.copy2(wheel, context / "wheelhouse" / "project" / wheel.name)
+    _link_tree(bundles_dir, context / "bundles")
+    return context
+
+
+def _docker_available() -> str | None:
+    """None when an engine answers, else why not (one line)."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    try:
+        proc = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30, check=False)
+    except subprocess.TimeoutExpired:
+        return "`docker info` timed out"
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return lines[-1] if lines else "`docker info` failed"
+    return None
+
+
+def _ensure_base_image(base: str) -> None:
+    if subprocess.run(["docker", "image", "inspect", base], capture_output=True, check=False).returncode == 0:
+        return
+    _say(f"base image {base} is not local; trying docker pull")
+    if subprocess.run(["docker", "pull", base], capture_output=True, check=False).returncode == 0:
+        return
+    raise SubmitError(
+        f"base image {base} is not present locally and cannot be pulled (no registry reachable): pass "
+        "--base-image with a local image, e.g. make one with `containers/make_base_image.sh eyegc-base:bookworm` "
+        "(debootstrap + docker import, see shared/docs/DOCKER.md) and use --base-image eyegc-base:bookworm"
+    )
+
+
+def _probe_base(base: str) -> dict[str, Any]:
+    """The base image's Python version and torch, if any (runs it once, offline)."""
+    code = (
+        "import json,sys\ntry:\n import torch; t=[torch.__version__, torch.version.cuda]\nexcept Exception: t=None\n"
+        "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'torch': t}))"
+    )
+    proc = _run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python3", base, "-c", code],
+        f"probing {base} (it needs python3)",
+        timeout=300,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _docker_build(context: Path, tag: str, base: str, task: str, log: Path) -> float:
+    started = time.perf_counter()
+    cmd = ["docker", "build", "--platform=linux/amd64", "--build-arg", f"BASE_IMAGE={base}"]
+    cmd += ["--build-arg", f"TASK={task}", "-t", tag, str(context)]
+    with open(log, "w") as handle:
+        proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().strip().splitlines()[-20:])
+        raise SubmitError(f"docker build failed (exit {proc.returncode}); full log {log}:\n{tail}")
+    return time.perf_counter() - started
+
+
+# -- test runs ----------------------------------------------------------------------------------
+
+
+def _cgroup_memory_files(container_id: str) -> list[Path]:
+    """Where the engine keeps the container's peak memory (cgroup v1 or v2, either driver)."""
+    roots = [
+        Path(f"/sys/fs/cgroup/memory/docker/{container_id}"),
+        Path(f"/sys/fs/cgroup/memory/system.slice/docker-{container_id}.scope"),
+        Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope"),
+        Path(f"/sys/fs/cgroup/docker/{container_id}"),
+    ]
+    names = ("memory.max_usage_in_bytes", "memory.peak", "memory.current", "memory.usage_in_bytes")
+    return [root / name for root in roots for name in names if (root / name).is_file()]
+
+
+_SIZE_UNITS = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1000, "mb": 10**6, "gb": 10**9}
+
+
+def _docker_stats_bytes(container_id: str) -> int | None:
+    proc = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", container_id],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.match(r"\s*([\d.]+)\s*([A-Za-z]+)", proc.stdout)
+    if proc.returncode != 0 or not match:
+        return None
+    return int(float(match.group(1)) * _SIZE_UNITS.get(match.group(2).lower(), 1))
+
+
+class _PeakMemory(threading.Thread):
+    """Polls a running container's cgroup (``docker stats`` when the cgroup is not readable)."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(daemon=True)
+        self.container_id = container_id
+        self.peak = 0
+        self.source = "none"
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            files = _cgroup_memory_files(self.container_id)
+            values = []
+            for path in files:
+                with contextlib.suppress(OSError, ValueError):
+                    values.append(int(path.read_text().split()[0]))
+            if values:
+                self.peak, self.source = max(self.peak, *values), "cgroup"
+            elif self.source != "cgroup":
+                value = _docker_stats_bytes(self.container_id)
+                if value is not None:
+                    self.peak, self.source = max(self.peak, value), "docker stats"
+            self.stop.wait(0.1)
+
+
+def _docker_run_case(
+    tag: str, case: SampleCase, out: Path, memory: str, gpus: bool, model_dir: Path | None = None
+) -> dict[str, Any]:
+    """One platform-like run: no network, memory cap without swap, no capabilities, read-only root."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    out.chmod(0o777)  # the image's non-root user writes here
+    cmd = ["docker", "run", "-d", "--network", "none", "--memory", memory, "--memory-swap", memory]
+    cmd += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--pids-limit", "256"]
+    cmd += ["--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev", "--shm-size", "128m"]
+    cmd += ["-v", f"{case.input_dir.resolve()}:/input:ro", "-v", f"{out.resolve()}:/output"]
+    if model_dir is not None:
+        cmd += ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"]
+    if gpus:
+        cmd += ["--gpus", "all"]
+    started_unix = time.time()
+    started = time.perf_counter()
+    container_id = _run([*cmd, tag], "docker run").stdout.strip()
+    monitor = _PeakMemory(container_id)
+    monitor.start()
+    try:
+        waited = _run(["docker", "wait", container_id], "docker wait")
+        elapsed = time.perf_counter() - started
+        monitor.stop.set()
+        monitor.join()
+        exit_code = int(waited.stdout.strip() or 1)
+        logs = subprocess.run(["docker", "logs", container_id], capture_output=True, text=True, check=False)
+        state = json.loads(_run(["docker", "inspect", "-f", "{{json .State}}", container_id], "inspect").stdout)
+    finally:
+        monitor.stop.set()
+        subprocess.run(["docker", "rm", "-f", container_id], capture_output=True, check=False)
+    log_text = logs.stdout + logs.stderr
+    if exit_code != 0:
+        why = " (killed: out of memory)" if state.get("OOMKilled") else ""
+        tail = "\n".join(log_text.strip().splitlines()[-10:])
+        raise SubmitError(f"the container exited {exit_code}{why} on case {case.case_id}:\n{tail}")
+    summary = _summary_from_log(log_text)
+    done = summary.get("unix_time_done")
+    return {
+        "seconds": round(elapsed, 2),
+        "start_to_prediction_s": round(done - started_unix, 2) if done else None,
+        "peak_memory_bytes": monitor.peak or None,
+        "peak_memory_source": monitor.source,
+        "container": summary,
+        "log": log_text,
+    }
+
+
+def _summary_from_log(log_text: str) -> dict[str, Any]:
+    for line in reversed(log_text.splitlines()):
+        if "eyegc-container: summary " in line:
+            return json.loads(line.split("eyegc-container: summary ", 1)[1])
+    return {}
+
+
+def _check_outputs(plugin: Any, case: SampleCase, out: Path) -> np.ndarray:
+    """Exactly one 2D uint8 0/1 ``.mha`` per output socket, of the input's size; returns ``(C, H, W)``."""
+    from eyegc.common.imageio import read_image_array
+
+    expected = {f"{s.relative_path}/output.mha" for s in plugin.output_sockets}
+    found = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    if found != expected:
+        raise SubmitError(
+            f"case {case.case_id}: /output holds {sorted(found)}; expected exactly {sorted(expected)} "
+            "(one .mha per output socket)"
+        )
+    image = plugin.read_image(case.image)
+    keys = [c.key for c in plugin.classes]
+    masks = np.zeros((len(keys), *image.shape[-2:]), dtype=np.uint8)
+    for socket in plugin.output_sockets:
+        path = out / socket.relative_path / "output.mha"
+        array = read_image_array(path)
+        if array.shape != (1, *image.shape[-2:]) or array.dtype != np.uint8:
+            raise SubmitError(f"{path}: {array.dtype} {array.shape[1:]}; expected uint8 {image.shape[-2:]}")
+        if not set(np.unique(array).tolist()) <= {0, 1}:
+            raise SubmitError(f"{path}: values {np.unique(array)[:8]}; expected 0/1")
+        if socket.class_key is not None:
+            masks[keys.index(socket.class_key)] = array[0]
+    return masks
+
+
+def _reference_predictions(
+    plugin: Any, python: str, bundles: Sequence[Path], cases: Sequence[SampleCase], work: Path, tta: str
+) -> list[np.ndarray]:
+    """``eyegc predict`` outside the container (CPU) on the cases' original images."""
+    from eyegc.common.imageio import READABLE_SUFFIXES
+
+    images = work / "reference-images"
+    pred = work / "reference-predictions"
+    for path in (images, pred):
+        shutil.rmtree(path, ignore_errors=True)
+    images.mkdir(parents=True)
+    for case in cases:
+        suffix = next(
+            s for s in sorted(READABLE_SUFFIXES, key=len, reverse=True) if case.image.name.lower().endswith(s)
+        )
+        (images / f"{case.case_id}{suffix}").symlink_to(case.image.resolve())
+    cmd = [python, "-m", "eyegc.common.cli", "predict", plugin.name, "--model", *map(str, bundles)]
+    cmd += ["--images", str(images), "--out", str(pred), "--tta", tta, "--device", "cpu"]
+    started = time.perf_counter()
+    _run(cmd, "eyegc predict (the reference outside the container)")
+    _say(f"reference: eyegc predict on {len(cases)} case(s) in {time.perf_counter() - started:.1f} s")
+    return plugin.read_predictions(pred, [c.case_id for c in cases])
+
+
+def _compare(case: SampleCase, masks: np.ndarray, reference: np.ndarray, exact: bool) -> dict[str, Any]:
+    differing = int(np.count_nonzero(masks != reference))
+    share = differing / masks.size
+    ok = differing == 0 or (not exact and share <= TOLERANCE)
+    if not ok:
+        raise SubmitError(
+            f"case {case.case_id}: the container's masks differ from `eyegc predict` on {differing} pixels "
+            f"({share:.4%}); they must be equal"
+        )
+    return {"equal_to_eyegc_predict": differing == 0, "differing_pixels": differing}
+
+
+# -- export -------------------------------------------------------------------------------------
+
+
+def _save_image(tag: str, target: Path) -> float:
+    """``docker save TAG | gzip -1 > target`` (written beside, then renamed)."""
+    started = time.perf_counter()
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as handle:
+        save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
+        gzip = subprocess.Popen(["gzip", "-1"], stdin=save.stdout, stdout=handle)
+        assert save.stdout is not None
+        save.stdout.close()  # gzip owns the pipe now: docker save sees SIGPIPE if gzip dies
+        gzip_rc, save_rc = gzip.wait(), save.wait()
+    if save_rc or gzip_rc:
+        partial.unlink(missing_ok=True)
+        raise SubmitError(f"docker save | gzip failed (exit {save_rc}/{gzip_rc})")
+    os.replace(partial, target)
+    return time.perf_counter() - started
+
+
+def _tar_model(bundles_dir: Path, target: Path) -> None:
+    """``tar -czf target -C bundles .``: extracts to /opt/ml/model/NN-name/bundle.json, ..."""
+    partial = target.with_name(target.name + ".partial")
+    with tarfile.open(partial, "w:gz") as archive:
+        for path in sorted(bundles_dir.rglob("*")):
+            archive.add(path, arcname=f"./{path.relative_to(bundles_dir)}", recursive=False)
+    os.replace(partial, target)
+
+
+def _artifact(path: Path) -> dict[str, Any]:
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``submit.sh``."""
+    parser = argparse.ArgumentParser(
+        prog="submit.sh", description="Build, test-run and export a grand-challenge.org algorithm container."
+    )
+    parser.add_argument("task", help="task name, e.g. drac22-task1")
+    parser.add_argument("--model", type=Path, nargs="+", help="one or more trained bundles (run folders)")
+    parser.add_argument("--data", type=Path, help="data root in the official layout for the sample cases")
+    parser.add_argument("--max-cases", type=int, default=5, help="sample cases to test-run (default 5)")
+    parser.add_argument("--base-image", default=DEFAULT_BASE_IMAGE, help=f"default {DEFAULT_BASE_IMAGE}")
+    parser.add_argument("--tag", help="image tag (default eyegc-TASK)")
+    parser.add_argument("--gpus", action="store_true", help="test-run with --gpus all (CUDA + AMP in the container)")
+    parser.add_argument("--memory", default="8g", help="test-run memory cap, also the swap cap (default 8g)")
+    parser.add_argument("--tta", default="flip", help="TTA of the reference `eyegc predict` (the image's default)")
+    parser.add_argument("--no-test", action="store_true", help="build and export without test runs")
+    parser.add_argument("--no-docker", action="store_true", help="no image: run the entrypoint in-process only")
+    parser.add_argument("--out", type=Path, default=REPO / "dist", help="artifact folder (default dist/)")
+    parser.add_argument("--demo", action="store_true", help="make sample data and train a small model first")
+    parser.add_argument("--work", type=Path, default=WORK, help="work folder (default build/container, gitignored)")
+    parser.add_argument("--refresh-wheelhouse", action="store_true", help="rebuild the cached dependency wheels")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every step; a failed step prints one line (plus a log tail) and returns 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _submit(args)
+    except SubmitError as exc:
+        print(f"submit: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        from eyegc.common.errors import EyegcError
+
+        if isinstance(exc, EyegcError):
+            print(f"submit: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from eyegc.common.bundle import eyegc_version
+    from eyegc.common.registry import get_task
+
+    total_started = time.perf_counter()
+    plugin = get_task(args.task)
+    tag = (args.tag or f"eyegc-{plugin.name}").lower()
+    name = _safe_name(tag)
+    python = sys.executable
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    _step(f"eyegc {eyegc_version()} — {plugin.name}")
+    data = args.data
+    models = list(args.model or [])
+    if args.demo:
+        started = time.perf_counter()
+        demo_data, demo_run = _demo(plugin, REPO / "demo", want_data=data is None, want_model=not models)
+        data = data or demo_data
+        if demo_run is not None:
+            models = [demo_run]
+        timings["demo"] = round(time.perf_counter() - started, 1)
+    if not models:
+        raise SubmitError("no model: pass --model RUN [RUN ...] (a trained bundle) or --demo")
+
+    _step("model bundles")
+    staged = _stage_bundles(plugin.name, models, work / "bundles")
+    if data is None:
+        recorded = next((Path(b.data_root) for b in staged if b.data_root and Path(b.data_root).is_dir()), None)
+        data = recorded
+    if data is None and not args.no_test:
+        from eyegc.common.sample_data import write_sample_data
+
+        data = work / "sample-data"
+        if not data.is_dir():
+            write_sample_data(plugin, data, cases=1, test_cases=3, seed=0)
+        _say(f"no --data and the bundle's training data is gone: test-running synthetic cases from {data}")
+
+    reason = None if args.no_docker else _docker_available()
+    use_docker = not args.no_docker and reason is None
+    if not args.no_docker and reason is not None:
+        _say(f"docker: no Docker engine reachable ({reason}); running the entrypoint in-process instead")
+
+    image: dict[str, Any] = {}
+    if use_docker:
+        _step(f"image {tag} from {args.base_image}")
+        _ensure_base_image(args.base_image)
+        base = _probe_base(args.base_image)
+        host_python = "{}.{}".format(*sys.version_info[:2])
+        if base["python"] != host_python:
+            raise SubmitError(
+                f"{args.base_image} has Python {base['python']}; the wheelhouse is built for this machine's "
+                f"Python {host_python}: use a base image with Python {host_python}"
+            )
+        if base["torch"]:
+            _say(f"base image provides torch {base['torch'][0]} (CUDA {base['torch'][1]}); it is kept")
+        started = time.perf_counter()
+        wheel, deps_dir, _ = _wheelhouse(python, work, args.refresh_wheelhouse)
+        timings["wheelhouse"] = round(time.perf_counter() - started, 1)
+        context = _assemble_context(work, wheel, deps_dir, work / "bundles")
+        build_log = work / "docker-build.log"
+        timings["build"] = round(_docker_build(context, tag, args.base_image, plugin.name, build_log), 1)
+        inspect = json.loads(_run(["docker", "image", "inspect", tag], "docker image inspect").stdout)[0]
+        probe = _run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "python",
+                tag,
+                "-c",
+                "import torch, eyegc.common.bundle as b; print(torch.__version__, b.eyegc_version())",
+            ],
+            "checking the image's python",
+        ).stdout.split()
+        image = {
+            "tag": tag,
+            "id": inspect["Id"],
+            "size_bytes": inspect["Size"],
+            "base_image": args.base_image,
+            "torch": probe[0],
+            "eyegc_version": probe[1],
+        }
+        _say(
+            f"built {tag} ({inspect['Id'][7:19]}, {inspect['Size'] / 1e9:.2f} GB, torch {probe[0]}, "
+            f"eyegc {probe[1]}) in {timings['build']:.0f} s (build log {build_log})"
+        )
+
+    test_rows: list[dict[str, Any]] = []
+    scores = None
+    if not args.no_test:
+        _step("test runs, the platform's way")
+        run_root = work / f"test-{stamp}"
+        for old in work.glob("test-*"):
+            shutil.rmtree(old, ignore_errors=True)  # files the container wrote may not be ours to delete
+        cases = _sample_cases(plugin, Path(data), run_root, args.max_cases)
+        bundle_paths = [b.path for b in staged]
+        reference = _reference_predictions(plugin, python, bundle_paths, cases, run_root, args.tta)
+        import torch
+
+        exact = not (use_docker and (args.gpus or image.get("torch") != torch.__version__))
+        predictor = None
+        if not use_docker:
+            from eyegc.common.bundle import load_bundle
+            from eyegc.common.inference import Predictor
+
+            predictor = Predictor(plugin, [load_bundle(p, task=plugin.name) for p in bundle_paths], args.tta, "cpu")
+        outputs = []
+        for case, ref in zip(cases, reference, strict=True):
+            out = run_root / case.case_id / "output"
+            if use_docker:
+                result = _docker_run_case(tag, case, out, args.memory, args.gpus)
+            else:
+                from eyegc.common.container import run_case
+
+                started = time.perf_counter()
+                summary = run_case(plugin, predictor, case.input_dir, out)
+                summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+                result = {"seconds": round(time.perf_counter() - started, 2), "container": summary}
+            masks = _check_outputs(plugin, case, out)
+            row = {
+                "case": case.case_id,
+                "seconds": result["seconds"],
+                "start_to_prediction_s": result.get("start_to_prediction_s"),
+                "peak_memory_bytes": result.get("peak_memory_bytes"),
+                "peak_rss_mib": result["container"].get("peak_rss_mib"),
+                "device": result["container"].get("device"),
+                **_compare(case, masks, ref, exact),
+            }
+            test_rows.append(row)
+            outputs.append(masks)
+            if row["peak_memory_bytes"]:
+                memory = f"peak memory {row['peak_memory_bytes'] / 2**20:.0f} MiB (container)"
+            else:
+                memory = f"peak RSS {row['peak_rss_mib']:.0f} MiB (this process)"
+            start = row["start_to_prediction_s"]
+            timing = f" (container start to prediction {start:.1f} s)" if start is not None else ""
+            equal = "equal to eyegc predict"
+            if not row["equal_to_eyegc_predict"]:
+                equal = f"{row['differing_pixels']} px differ from eyegc predict (within tolerance)"
+            _say(f"case {case.case_id}: ok in {row['seconds']:.1f} s{timing}, {memory}, {row['device']}, {equal}")
+        if use_docker:
+            # The uploaded model.tar.gz lands in /opt/ml/model and must win over the baked bundles.
+            model_dir = run_root / "opt-ml-model"
+            tar_probe = run_root / "model-probe.tar.gz"
+            _tar_model(work / "bundles", tar_probe)
+            with tarfile.open(tar_probe) as archive:
+                archive.extractall(model_dir, filter="data")  # our own archive; the filter refuses odd paths
+            result = _docker_run_case(tag, cases[0], run_root / "model-dir-output", args.memory, args.gpus, model_dir)
+            if "/opt/ml/model" not in result["log"]:
+                raise SubmitError("with /opt/ml/model mounted the container did not load its bundles from there")
+            _compare(cases[0], _check_outputs(plugin, cases[0], run_root / "model-dir-output"), reference[0], exact)
+            _say("model.tar.gz layout: /opt/ml/model is used ahead of the baked bundles, same outputs")
+        with_truth = [(c, m) for c, m in zip(cases, outputs, strict=True) if c.has_truth]
+        if with_truth:
+            from eyegc.common.evaluation import format_leaderboard
+
+            result = plugin.metric(
+                plugin.name,
+                [m for _, m in with_truth],
+                [plugin.read_target(c.case) for c, _ in with_truth],
+                [c.case_id for c, _ in with_truth],
+            )
+            scores = result.to_json_dict()
+            _say("\n" + format_leaderboard(result).replace("Local leaderboard", "Local leaderboard of the container"))
+
+    _step("artifacts")
+    out_dir = args.out.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifacts: dict[str, Any] = {}
+    if use_docker:
+        image_tar = out_dir / f"{name}-{stamp}.tar.gz"
+        timings["save"] = round(_save_image(tag, image_tar), 1)
+        artifacts["image"] = _artifact(image_tar)
+        _say(f"{image_tar} ({image_tar.stat().st_size / 1e6:.0f} MB) in {timings['save']:.0f} s")
+    model_tar = out_dir / f"{name}-model.tar.gz"
+    _tar_model(work / "bundles", model_tar)
+    artifacts["model"] = _artifact(model_tar)
+    _say(f"{model_tar} ({model_tar.stat().st_size / 1e6:.1f} MB)")
+    timings["total"] = round(time.perf_counter() - total_started, 1)
+    manifest = {
+        "task": plugin.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "eyegc_version": eyegc_version(),
+        "image": image or None,
+        "artifacts": artifacts,
+        "bundles": [
+            {
+                "name": b.path.name,
+                "source": str(b.source),
+                "folds": b.folds,
+                "network": b.network,
+                "checksums": b.checksums,
+            }
+            for b in staged
+        ],
+        "sockets": {
+            "inputs": [{"slug": s.slug, "relative_path": s.relative_path} for s in plugin.input_sockets],
+            "outputs": [{"slug": s.slug, "relative_path": s.relative_path} for s in plugin.output_sockets],
+        },
+        "test_run": {
+            "mode": "docker" if use_docker else "in-process",
+            "memory": args.memory,
+            "gpus": args.gpus,
+            "cases": test_rows,
+        },
+        "local_scores": scores,
+        "seconds": timings,
+    }
+    manifest_path = out_dir / f"{name}-manifest.json"
+    partial = manifest_path.with_name(manifest_path.name + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(partial, manifest_path)
+    _say(f"{manifest_path} (sha256 {sha256_file(manifest_path)[:16]}…)")
+
+    _step("upload to grand-challenge.org")
+    inputs = ", ".join(f"{s.slug} ({s.relative_path})" for s in plugin.input_sockets)
+    outputs_ = ", ".join(f"{s.slug} ({s.relative_path})" for s in plugin.output_sockets)
+    if use_docker:
+        _say(
+            f"1. Your algorithm → Containers → Upload a container image: {artifacts['image']['path']}\n"
+            f"   (settings: GPU {'T4 or better' if args.gpus else 'none is needed (CPU works; a T4 is faster)'}, "
+            f"memory ≥ {args.memory}; wait until the image is 'Ready' and set it active)"
+        )
+    else:
+        _say(
+            "1. Build the image on a machine with Docker: ./submit.sh " + plugin.name + " --model ... --base-image ..."
+        )
+    _say(
+        f"2. Optional: Models → Upload a model: {model_tar} — extracted to /opt/ml/model, it takes precedence\n"
+        "   over the bundles baked into the image (swap weights without re-uploading the image)\n"
+        f"3. The algorithm's sockets must be — inputs: {inputs}; outputs: {outputs_}\n"
+        "4. Try it on one case ('Try-out algorithm') and compare with this run's outputs under "
+        f"{work / f'test-{stamp}'}\n"
+        f"total {timings['total']:.0f} s"
+    )
+    if not (use_docker or args.no_docker):
+        print("submit: no image was built (no Docker engine); pass --no-docker to accept that", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The container entrypoint on temporary folders standing in for /input and /output."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import socket
+import sys
+import tarfile
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from eyegc.common.bundle import load_bundle
+from eyegc.common.container import (
+    INPUTS_JSON,
+    OUTPUT_NAME,
+    default_model_dirs,
+    layout_case,
+    main,
+    read_inputs_json,
+    run_case,
+)
+from eyegc.common.errors import BundleError, DataError, EyegcError
+from eyegc.common.inference import Predictor
+from eyegc.common.plugin import TaskPlugin
+from eyegc.common.registry import get_task
+
+TASK = "drac22-task1"
+IMAGE_SOCKET = "images/uw-octa-image"
+
+
+@pytest.fixture(scope="module")
+def plugin() -> TaskPlugin:
+    return get_task(TASK)
+
+
+@pytest.fixture(scope="module")
+def predictor(plugin: TaskPlugin, drac22_run: Path) -> Predictor:
+    return Predictor(plugin, [load_bundle(drac22_run, task=TASK)], tta="flip", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def test_image(plugin: TaskPlugin, drac22_data: Path) -> Path:
+    return plugin.list_cases(drac22_data, "test")[0].image
+
+
+@pytest.fixture
+def case_input(plugin: TaskPlugin, test_image: Path, tmp_path: Path) -> Path:
+    """A case laid out as the platform does: inputs.json + images/<slug>/<uuid>.mha."""
+    return layout_case(plugin, test_image, tmp_path / "input")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def _expected_outputs(plugin: TaskPlugin) -> list[str]:
+    return sorted(f"{s.relative_path}/{OUTPUT_NAME}" for s in plugin.output_sockets)
+
+
+def _assert_no_output(output: Path) -> None:
+    assert _files(output) == [], f"a failed run left output files: {_files(output)}"
+
+
+# -- layout -------------------------------------------------------------------------------------
+
+
+def test_layout_case_matches_the_platform(plugin: TaskPlugin, case_input: Path, test_image: Path) -> None:
+    entries = json.loads((case_input / INPUTS_JSON).read_text())
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry["interface"] == {
+        "slug": "uw-octa-image",
+        "kind": "Image",
+        "super_kind": "Image",
+        "relative_path": IMAGE_SOCKET,
+    }
+    assert entry["image"]["name"] == test_image.name and entry["file"] is None and entry["value"] is None
+    files = list((case_input / IMAGE_SOCKET).iterdir())
+    assert len(files) == 1 and files[0].name == f"{entry['image']['pk']}.mha"
+    converted = sitk.GetArrayFromImage(sitk.ReadImage(str(files[0])))
+    original = sitk.GetArrayFromImage(sitk.ReadImage(str(test_image)))
+    assert converted.dtype == np.uint8 and np.array_equal(converted, original)
+
+
+# -- happy path -----------------------------------------------------------------------------------
+
+
+def test_main_writes_one_mha_per_socket_equal_to_predictor(
+    plugin: TaskPlugin,
+    predictor: Predictor,
+    case_input: Path,
+    test_image: Path,
+    drac22_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output = tmp_path / "output"
+    rc = main(["--task", TASK, "--input", str(case_input), "--output", str(output), "--model", str(drac22_run)])
+    assert rc == 0
+    assert _files(output) == _expected_outputs(plugin)  # nothing else: no staging folder left behind
+    expected, _ = predictor.predict(plugin.read_image(test_image))
+    keys = [c.key for c in plugin.classes]
+    for socket_ in plugin.output_sockets:
+        image = sitk.ReadImage(str(output / socket_.relative_path / OUTPUT_NAME))
+        assert image.GetDimension() == 2
+        assert image.GetSize() == (1024, 1024)
+        assert image.GetPixelID() == sitk.sitkUInt8
+        array = sitk.GetArrayFromImage(image)
+        assert set(np.unique(array)) <= {0, 1}
+        assert np.array_equal(array, expected[keys.index(socket_.class_key)])
+    log = capsys.readouterr().err
+    assert "device cpu" in log and "predict" in log and '"since_process_start"' in log
+
+
+def test_run_case_without_inputs_json_uses_socket_folders(
+    plugin: TaskPlugin, predictor: Predictor, test_image: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "input" / IMAGE_SOCKET
+    folder.mkdir(parents=True)
+    shutil.copy(test_image, folder / test_image.name)  # a png, as for local runs
+    summary = run_case(plugin, predictor, tmp_path / "input", tmp_path / "output")
+    assert summary["input_source"] == "socket folders"
+    assert summary["case"] == test_image.name
+    assert _files(tmp_path / "output") == _expected_outputs(plugin)
+
+
+def test_run_case_reads_tif(plugin: TaskPlugin, predictor: Predictor, test_image: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "input" / IMAGE_SOCKET
+    folder.mkdir(parents=True)
+    sitk.WriteImage(sitk.ReadImage(str(test_image)), str(folder / "case.tif"))
+    run_case(plugin, predictor, tmp_path / "input", tmp_path / "output")
+    assert _files(tmp_path / "output") == _expected_outputs(plugin)
+
+
+def test_run_case_opens_no_network_connection(
+    plugin: TaskPlugin, predictor: Predictor, case_input: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the entrypoint opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    run_case(plugin, predictor, case_input, tmp_path / "output")
+    assert _files(tmp_path / "output") == _expected_outputs(plugin)
+
+
+# -- bad cases: one clear error naming the file, and no output -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[{not json", "is not valid JSON"),
+        ('{"interface": {"slug": "uw-octa-image"}}', "must hold a JSON list"),
+        ('[{"image": null}]', "entry 0 has no interface.slug"),
+        ('[{"interface": {"slug": "color-fundus-image", "relative_path": "images/color-fundus-image"}}]', "no handler"),
+        ('[{"interface": {"slug": "uw-octa-image", "relative_path": "../etc"}}]', "invalid relative_path"),
+    ],
+    ids=["not-json", "not-a-list", "no-slug", "other-socket", "escaping-path"],
+)
+def test_malformed_inputs_json(
+    case_input: Path, tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (case_input / INPUTS_JSON).write_text(content)
+    output = tmp_path / "output"
+    assert main(["--task", TASK, "--input", str(case_input), "--output", str(output), "--model", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(case_input) in err
+    assert err.count("error:") == 1
+    _assert_no_output(output)
+
+
+def test_two_files_in_a_socket_folder(case_input: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = case_input / IMAGE_SOCKET
+    existing = next(folder.iterdir())
+    shutil.copy(existing, folder / "second.mha")
+    output = tmp_path / "output"
+    assert main(["--task", TASK, "--input", str(case_input), "--output", str(output), "--model", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} must hold exactly one image file" in err and "second.mha" in err
+    _assert_no_output(output)
+
+
+def test_empty_or_missing_socket_folder(case_input: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = case_input / IMAGE_SOCKET
+    for path in folder.iterdir():
+        path.unlink()
+    output = tmp_path / "output"
+    assert main(["--task", TASK, "--input", str(case_input), "--output", str(output), "--model", "unused"]) == 2
+    assert f"{folder} must hold exactly one image file; it holds nothing" in capsys.readouterr().err
+    folder.rmdir()
+    assert main(["--task", TASK, "--input", str(case_input), "--output", str(output), "--model", "unused"]) == 2
+    assert f"input socket folder {folder} is missing" in capsys.readouterr().err
+    _assert_no_output(output)
+
+
+def test_unsupported_extension(case_input: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = case_input / IMAGE_SOCKET
+    existing = next(folder.iterdir())
+    existing.rename(folder / "case.bmp")
+    output = tmp_path / "output"
+    assert main(["--task", TASK, "--input", str(case_input), "--output", str(output), "--model", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'case.bmp'}: unsupported image format" in err
+    _assert_no_output(output)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".png"])
+def test_truncated_image(
+    plugin: TaskPlugin, predictor: Predictor, test_image: Path, case_input: Path, tmp_path: Path, suffix: str
+) -> None:
+    folder = case_input / IMAGE_SOCKET
+    source = next(folder.iterdir()) if suffix == ".mha" else test_image
+    data = source.read_bytes()
+    for path in folder.iterdir():
+        path.unlink()
+    truncated = folder / f"truncated{suffix}"
+    truncated.write_bytes(data[: len(data) // 2])
+    output = tmp_path / "output"
+    with pytest.raises(DataError, match=re.escape(f"cannot read {truncated}")):
+        run_case(plugin, predictor, case_input, output)
+    _assert_no_output(output)
+
+
+def test_wrong_size_image_names_the_file(
+    plugin: TaskPlugin, predictor: Predictor, case_input: Path, tmp_path: Path
+) -> None:
+    folder = case_input / IMAGE_SOCKET
+    path = next(folder.iterdir())
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((512, 512), np.uint8)), str(path))
+    with pytest.raises(DataError, match=re.escape(str(path))):
+        run_case(plugin, predictor, case_input, tmp_path / "output")
+    _assert_no_output(tmp_path / "output")
+
+
+def test_refuses_to_add_to_a_non_empty_output_socket(
+    plugin: TaskPlugin, predictor: Predictor, case_input: Path, tmp_path: Path
+) -> None:
+    stray = tmp_path / "output" / plugin.output_sockets[0].relative_path / "other.mha"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x")
+    with pytest.raises(EyegcError, match=re.escape("already holds other.mha")):
+        run_case(plugin, predictor, case_input, tmp_path / "output")
+    assert _files(tmp_path / "output") == [str(stray.relative_to(tmp_path / "output"))]
+
+
+def test_no_task_is_a_clear_error(
+    case_input: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("EYEGC_TASK", raising=False)
+    assert main(["--input", str(case_input), "--output", str(tmp_path / "output")]) == 2
+    assert "pass --task or set EYEGC_TASK" in capsys.readouterr().err
+
+
+def test_bad_bundle_is_a_clear_error(case_input: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "output"
+    assert main(["--task", TASK, "--input", str(case_input), "--output", str(output), "--model", str(tmp_path)]) == 2
+    assert "checksums.sha256 is missing" in capsys.readouterr().err
+    _assert_no_output(output)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def test_opt_ml_model_takes_precedence_over_baked_bundles(tmp_path: Path) -> None:
+    model_dir, baked = tmp_path / "opt-ml-model", tmp_path / "bundles"
+    for bundle in (baked / "00-a", baked / "01-b"):
+        bundle.mkdir(parents=True)
+        (bundle / "bundle.json").write_text("{}")
+    assert default_model_dirs(model_dir, baked) == [baked / "00-a", baked / "01-b"]  # no /opt/ml/model
+    model_dir.mkdir()
+    assert default_model_dirs(model_dir, baked) == [baked / "00-a", baked / "01-b"]  # an empty one
+    (model_dir / "run").mkdir()
+    (model_dir / "run" / "bundle.json").write_text("{}")
+    assert default_model_dirs(model_dir, baked) == [model_dir / "run"]  # bundle subfolders
+    (model_dir / "bundle.json").write_text("{}")
+    assert default_model_dirs(model_dir, baked) == [model_dir]  # a bundle extracted at the top
+    with pytest.raises(BundleError, match="no model bundle found"):
+        default_model_dirs(tmp_path / "none", tmp_path / "none-either")
+
+
+def test_read_inputs_json_absent_is_none(tmp_path: Path) -> None:
+    assert read_inputs_json(tmp_path) is None
+
+
+# -- submit.sh without Docker: the same checks, in-process -----------------------------------------
+
+
+def _load_submit() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "containers" / "submit.py"
+    spec = importlib.util.spec_from_file_location("eyegc_containers_submit", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_submit_without_docker_runs_the_entrypoint_in_process(
+    drac22_run: Path,
+    drac22_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    submit = _load_submit()
+    monkeypatch.setattr(submit, "_docker_available", lambda: "no engine in this test")
+    common = [TASK, "--model", str(drac22_run), "--data", str(drac22_data), "--work", str(tmp_path / "work")]
+    rc = submit.main([*common, "--max-cases", "2", "--out", str(tmp_path / "dist")])
+    out = capsys.readouterr().out
+    assert rc == 1  # no engine and no --no-docker: the image was not built
+    assert "docker: no Docker engine reachable (no engine in this test)" in out
+    assert "Local leaderboard of the container" in out
+    manifest = json.loads((tmp_path / "dist" / f"eyegc-{TASK}-manifest.json").read_text())
+    assert manifest["test_run"]["mode"] == "in-process" and manifest["image"] is None
+    assert [c["equal_to_eyegc_predict"] for c in manifest["test_run"]["cases"]] == [True, True]
+    assert manifest["local_scores"]["leaderboard"]["mean_dsc"] is not None
+    model_tar = Path(manifest["artifacts"]["model"]["path"])
+    with tarfile.open(model_tar) as archive:
+        names = archive.getnames()
+    assert "./00-run/bundle.json" in names and "./00-run/checksums.sha256" in names
+    assert submit.main([*common, "--no-docker", "--no-test", "--out", str(tmp_path / "dist2")]) == 0
