@@ -103,32 +103,61 @@ def write_config(run: Path, config: dict[str, Any]) -> None:
     _write_json_atomic(Path(run) / CONFIG_NAME, config)
 
 
-def write_checksums(run: Path) -> list[str]:
-    """Record the sha256 of bundle.json, splits.json and every finished fold's weights."""
-    run = Path(run)
-    files = [CONFIG_NAME, SPLITS_NAME, *sorted(str(p.relative_to(run)) for p in run.glob(f"fold_*/{WEIGHTS_NAME}"))]
-    lines = [f"{sha256_file(run / name)}  {name}" for name in files if (run / name).is_file()]
-    tmp = run / f".{CHECKSUMS_NAME}.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, run / CHECKSUMS_NAME)
-    return [line.split("  ", 1)[1] for line in lines]
-
-
-def verify_checksums(run: Path) -> list[str]:
-    """Check every file listed in ``RUN/checksums.sha256``; return the listed names.
-
-    Raises:
-        BundleError: the list is missing, or a file is missing, truncated or changed.
-    """
-    run = Path(run)
+def _read_listing(run: Path) -> dict[str, str]:
+    """``name -> sha256`` from ``RUN/checksums.sha256``; a malformed line is a BundleError."""
     listing = run / CHECKSUMS_NAME
     if not listing.is_file():
         raise BundleError(f"{listing} is missing: the bundle is incomplete (did training finish a fold?)")
-    names = []
-    for line in listing.read_text().splitlines():
+    entries: dict[str, str] = {}
+    for number, line in enumerate(listing.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        expected, name = line.split("  ", 1)
+        expected, sep, name = line.partition("  ")
+        if not sep or len(expected) != 64:
+            raise BundleError(f"{listing} line {number} is not '<sha256>  <file>': the bundle is damaged")
+        entries[name] = expected
+    return entries
+
+
+def _weights_in_config(config: dict[str, Any]) -> list[str]:
+    return sorted(str(info["weights"]) for info in config.get("folds", {}).values())
+
+
+def write_checksums(run: Path, fresh: Iterable[str] = ()) -> list[str]:
+    """Record the sha256 of bundle.json, splits.json and the weights of every fold in the config.
+
+    Weights already listed are first checked against their old checksum (unless named in
+    ``fresh``, the folds just trained), so re-tuning cannot bless a changed or truncated file.
+    """
+    run = Path(run)
+    config = read_config(run)
+    old = _read_listing(run) if (run / CHECKSUMS_NAME).is_file() else {}
+    files = [CONFIG_NAME, SPLITS_NAME, *_weights_in_config(config)]
+    for name in files[2:]:
+        if name in old and name not in set(fresh) and sha256_file(run / name) != old[name]:
+            raise BundleError(f"{run / name} changed since it was trained; retrain that fold")
+    lines = [f"{sha256_file(run / name)}  {name}" for name in files]
+    tmp = run / f".{CHECKSUMS_NAME}.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, run / CHECKSUMS_NAME)
+    return files
+
+
+def verify_checksums(run: Path) -> list[str]:
+    """Check every bundle file against ``RUN/checksums.sha256``; return the weights files.
+
+    The listing must cover bundle.json, splits.json and exactly the weights the config names.
+
+    Raises:
+        BundleError: the list is missing or malformed, or a file is missing, truncated, changed
+            or not covered by the list.
+    """
+    run = Path(run)
+    entries = _read_listing(run)
+    for name in (CONFIG_NAME, SPLITS_NAME):
+        if name not in entries:
+            raise BundleError(f"{run / CHECKSUMS_NAME} does not cover {name}: the bundle is damaged")
+    for name, expected in entries.items():
         path = run / name
         if not path.is_file():
             raise BundleError(f"bundle file {path} is missing; copy the whole bundle folder")
@@ -137,8 +166,13 @@ def verify_checksums(run: Path) -> list[str]:
                 f"bundle file {path} does not match its checksum: it was changed or truncated. "
                 "Copy the bundle again, or retrain"
             )
-        names.append(name)
-    return names
+    weights = _weights_in_config(read_config(run))
+    listed = sorted(n for n in entries if n not in (CONFIG_NAME, SPLITS_NAME))
+    if listed != weights:
+        raise BundleError(
+            f"{run / CHECKSUMS_NAME} lists weights {listed} but bundle.json names {weights}: the bundle is damaged"
+        )
+    return weights
 
 
 @dataclass
@@ -190,7 +224,7 @@ def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None 
         raise BundleError(f"{run} was trained for {config.get('task')!r}, not {task!r}")
     wanted = set(folds) if folds is not None else None
     bundle = Bundle(path=run, config=config)
-    for name in sorted(n for n in listed if n.endswith(f"/{WEIGHTS_NAME}")):
+    for name in listed:
         fold = int(Path(name).parent.name.split("_")[1])
         if wanted is not None and fold not in wanted:
             continue
@@ -203,5 +237,5 @@ def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None 
         network.eval()
         bundle.folds.append(FoldModel(fold=fold, network=network))
     if not bundle.folds:
-        raise BundleError(f"{run} holds no finished fold (no fold_*/model.pt in its checksums)")
+        raise BundleError(f"{run} holds no finished fold (train one with `eyegc train`)")
     return bundle

@@ -20,6 +20,16 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _json_object(text: str, option: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EyegcError(f"{option} is not valid JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise EyegcError(f"{option} must be a JSON object like '{{\"channels\": [16, 32, 64]}}'")
+    return value
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from eyegc.common.registry import available_tasks, get_task
 
@@ -46,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         model=args.model,
-        network_kwargs=json.loads(args.network_kwargs) if args.network_kwargs else None,
+        network_kwargs=_json_object(args.network_kwargs, "--network-kwargs") if args.network_kwargs else None,
         folds=args.folds,
         fold=args.fold,
         epochs=args.epochs,

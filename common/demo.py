@@ -51,14 +51,12 @@ def trivial_baselines(plugin: TaskPlugin, data: Path, split: str = "test") -> di
     targets = [plugin.read_target(c) for c in cases]
     ids = [c.case_id for c in cases]
     primary = plugin.metric.primary
-    return {
-        "all_background": plugin.metric(plugin.name, [np.zeros_like(t) for t in targets], targets, ids).leaderboard[
-            primary
-        ],
-        "all_foreground": plugin.metric(plugin.name, [np.ones_like(t) for t in targets], targets, ids).leaderboard[
-            primary
-        ],
-    }
+    scores = {}
+    for name, fill in (("all_background", np.zeros_like), ("all_foreground", np.ones_like)):
+        masks = [fill(t) for t in targets]
+        result = plugin.metric(plugin.name, masks, targets, ids, probabilities=[m.astype(np.float32) for m in masks])
+        scores[name] = result.leaderboard[primary]
+    return scores
 
 
 def prepare_demo(

@@ -62,6 +62,7 @@ def format_leaderboard(result: EvaluationResult) -> str:
 
 def write_result_json(result: EvaluationResult, path: Path) -> None:
     """Write the ``--json`` document (NaN becomes null)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
 
 
@@ -69,6 +70,7 @@ def write_per_case_csv(rows: Sequence[dict], path: Path) -> None:
     """Write per-case rows; NaN cells are left empty."""
     if not rows:
         raise ValueError("no per-case rows to write")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -216,6 +216,11 @@ def predict_folder(
         A summary: cases, ensemble members, TTA ops, seconds per case.
     """
     paths = list_images(images)
+    if overwrite:
+        target = Path(out).resolve()
+        for keep in (Path(images), *map(Path, models)):
+            if keep.resolve() == target or target in keep.resolve().parents:
+                raise DataError(f"--out {out} holds {keep}; --overwrite would delete it. Choose another --out")
     bundles = [load_bundle(m, task=plugin.name) for m in models]
     predictor = Predictor(plugin, bundles, tta=tta, device=resolve_device(device))
     started = time.perf_counter()

@@ -76,7 +76,13 @@ def load_pretrained(network: nn.Module, path: Path) -> tuple[list[str], list[str
     path = Path(path)
     if not path.is_file():
         raise EyegcError(f"pretrained weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a whole pickled model, or not a torch file at all
+        raise EyegcError(
+            f"cannot read a state dict from {path} ({str(exc).splitlines()[0][:100]}); "
+            "save the weights with torch.save(model.state_dict(), PATH)"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     target = network.net if isinstance(network, FirstOutput) else network

@@ -160,9 +160,18 @@ class Metric(Protocol):
     needs_probabilities: bool
 
     def __call__(
-        self, task: str, predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray], case_ids: Sequence[str]
+        self,
+        task: str,
+        predictions: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray],
+        case_ids: Sequence[str],
+        probabilities: Sequence[np.ndarray] | None = None,
     ) -> EvaluationResult:
-        """Score predictions (each ``(C, H, W)``) against targets of the same shape."""
+        """Score predictions (each ``(C, H, W)``) against targets of the same shape.
+
+        ``probabilities`` (same shape, float) are passed where the caller has them; a metric
+        with ``needs_probabilities`` (AUPR, AUC) requires them, a mask metric ignores them.
+        """
         ...
 
     def class_score(self, class_index: int, predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:

@@ -28,6 +28,11 @@ def write_sample_data(
     test_cases = max(3, cases // 3) if test_cases is None else test_cases
     if test_cases < 0:
         raise EyegcError(f"--test-cases must be 0 or more (got {test_cases})")
+    if seed < 0:
+        raise EyegcError(f"--seed must be 0 or more (got {seed})")
     with atomic_output_dir(Path(out), overwrite=overwrite) as tmp:
-        plugin.make_sample_data(tmp, cases=cases, test_cases=test_cases, seed=seed)
+        try:
+            plugin.make_sample_data(tmp, cases=cases, test_cases=test_cases, seed=seed)
+        except ValueError as exc:  # the generator's own limits, e.g. more cases than names
+            raise EyegcError(f"{plugin.name} sample data: {exc}") from None
     return Path(out)

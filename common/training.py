@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -213,16 +214,14 @@ class _Data:
     cases: list[Case]
     images: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
-    raw_images: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
 
 
 def _load_data(plugin: TaskPlugin, cases: list[Case], preprocessing: dict[str, Any]) -> _Data:
-    data = _Data(cases, {}, {}, {}, {})
+    data = _Data(cases, {}, {}, {})
     for case in tqdm(cases, desc="load training data", unit="case", leave=False):
         raw = plugin.read_image(case.image)
         target = plugin.read_target(case)
-        data.raw_images[case.case_id] = raw
         data.targets[case.case_id] = target
         data.images[case.case_id] = prepare_image(raw, preprocessing)
         data.labels[case.case_id] = prepare_target(target, preprocessing)
@@ -248,7 +247,8 @@ def _validate(
             full = resize_probabilities(probs.float().cpu(), data.targets[case_id].shape[-2:]).numpy()
             probabilities[case_id] = full.astype(np.float16)
             predictions.append(postprocess(full, plugin.kind, config["classes"], {}))
-    result = plugin.metric(plugin.name, predictions, [data.targets[c] for c in ids], ids)
+    targets = [data.targets[c] for c in ids]
+    result = plugin.metric(plugin.name, predictions, targets, ids, probabilities=[probabilities[c] for c in ids])
     return float(result.leaderboard[plugin.metric.primary]), probabilities
 
 
@@ -289,7 +289,7 @@ def _train_fold(
     base_seed = int(t["seed"]) * 1000 + fold
     _seed_everything(base_seed)
     network = build_from_config(config)
-    if t.get("pretrained"):
+    if t.get("pretrained") and not checkpoint_path.is_file():
         load_pretrained(network, Path(t["pretrained"]))
     network.to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=float(t["learning_rate"]), weight_decay=1e-4)
@@ -304,7 +304,8 @@ def _train_fold(
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and scaler.is_enabled():  # empty when the run started on the CPU
+            scaler.load_state_dict(state["scaler"])
         history = {k: list(v) for k, v in state["history"].items()}
         best = {"epoch": int(state["best_epoch"]), "score": float(state["best_score"])}
         start_epoch = int(state["epoch"])
@@ -317,6 +318,7 @@ def _train_fold(
     ]
     dataset = Dataset(items, transform=transforms)
     epochs, batch_size = int(t["epochs"]), int(t["batch_size"])
+    per_image = int(t["patches_per_image"]) if int(config["patch_size"]) else 1
     progress = tqdm(range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs)
     for epoch in progress:
         # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
@@ -325,7 +327,7 @@ def _train_fold(
         transforms.set_random_state(seed=epoch_seed % (2**32))
         loader = DataLoader(
             dataset,
-            batch_size=max(1, batch_size // int(t["patches_per_image"])),
+            batch_size=max(1, batch_size // per_image),
             shuffle=True,
             num_workers=0,
             generator=torch.Generator().manual_seed(epoch_seed),
@@ -432,6 +434,44 @@ def train(
     cfg = cfg or TrainConfig()
     run, data_root = Path(run), Path(data_root)
     config = _prepare_run(plugin, data_root, run, cfg, resume)
+    fresh = not resume
+    try:
+        return _train(plugin, data_root, run, cfg, config, callbacks)
+    except Exception:
+        # A new run that failed before its first checkpoint leaves nothing behind.
+        if fresh and run.is_dir() and not any(run.glob("fold_*/checkpoint.pt")):
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def _check_network(config: dict[str, Any], data: _Data) -> None:
+    """Build the network and run one patch through it, so bad settings fail before any training."""
+    network = build_from_config(config)
+    pretrained = config["training"].get("pretrained")
+    if pretrained:
+        load_pretrained(network, Path(pretrained))
+    first = next(iter(data.images.values()))
+    size = int(config["patch_size"]) or None
+    shape = (size, size) if size else tuple(first.shape[-2:])
+    try:
+        with torch.no_grad():
+            network.eval()(torch.zeros(1, first.shape[0], *shape))
+    except Exception as exc:
+        raise EyegcError(
+            f"network {config['network']['name']} cannot take a {shape[1]}x{shape[0]} input ({str(exc)[:120]}); "
+            "use a --patch-size (or, with --patch-size 0, a --working-scale) whose size is divisible by "
+            "2 to the number of network strides, e.g. 128 or 256"
+        ) from None
+
+
+def _train(
+    plugin: TaskPlugin,
+    data_root: Path,
+    run: Path,
+    cfg: TrainConfig,
+    config: dict[str, Any],
+    callbacks: Sequence[EpochCallback],
+) -> Path:
     cases = plugin.list_cases(data_root, "train")
     ids = [c.case_id for c in cases]
     t = config["training"]
@@ -446,19 +486,26 @@ def train(
     if cfg.fold == "all":
         todo = list(range(len(splits)))
     else:
-        fold = int(cfg.fold)
-        if not 0 <= fold < len(splits):
-            raise EyegcError(f"--fold {fold} is out of range: this run has folds 0..{len(splits) - 1}")
-        todo = [fold]
+        if not str(cfg.fold).isdigit() or not 0 <= int(cfg.fold) < len(splits):
+            raise EyegcError(f"--fold {cfg.fold} is not 'all' or a fold of this run (0..{len(splits) - 1})")
+        todo = [int(cfg.fold)]
     device = resolve_device(cfg.device)
+    files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
+    fingerprint = {**data_fingerprint(files, data_root), "cases": len(cases)}
+    previous = config.get("data_fingerprint")
+    if previous and previous["sha256"] != fingerprint["sha256"]:
+        raise EyegcError(
+            f"the data in {data_root} differs from the data this run was trained on (fingerprint); "
+            "resume with the same --data, or start a new run"
+        )
+    data = _load_data(plugin, cases, config["preprocessing"])
+    _check_network(config, data)
     run.mkdir(parents=True, exist_ok=True)
     if not splits_path.is_file():
         splits_path.write_text(json.dumps(splits, indent=1) + "\n")
-    files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
-    config["data_fingerprint"] = {**data_fingerprint(files, data_root), "cases": len(cases)}
+    config["data_fingerprint"] = fingerprint
     config["training"]["data_root"] = str(data_root.resolve())
     write_config(run, config)
-    data = _load_data(plugin, cases, config["preprocessing"])
     started = time.perf_counter()
     for fold in todo:
         done = config["folds"].get(str(fold))
@@ -467,8 +514,9 @@ def train(
         config["folds"][str(fold)] = _train_fold(plugin, run, config, data, splits[fold], fold, device, callbacks)
         config["folds"][str(fold)]["seconds"] = round(time.perf_counter() - started, 1)
         write_config(run, config)
-        write_checksums(run)
-    if len(config["folds"]) == len(splits) and cfg.tune:
+        write_checksums(run, fresh=[config["folds"][str(fold)]["weights"]])
+    tunable = plugin.kind == TaskKind.MULTILABEL_SEGMENTATION
+    if len(config["folds"]) == len(splits) and cfg.tune and tunable:
         from eyegc.common.tuning import tune
 
         tune(plugin, run, data_root)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eyegc.common.bundle import read_config, write_checksums, write_config
+from eyegc.common.bundle import read_config, verify_checksums, write_checksums, write_config
 from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
 from eyegc.common.postprocessing import _EIGHT_CONNECTED, postprocess
@@ -114,13 +114,18 @@ def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: A
         The bundle's new ``postprocessing`` section.
     """
     run = Path(run)
+    verify_checksums(run)  # never re-sign a bundle whose files were changed
     config = read_config(run)
     root = Path(data_root or config["training"].get("data_root", ""))
     ids, probs, targets = load_oof(plugin, run, root)
     settings = tune_postprocessing(plugin, probs, targets, **grid)
     classes = config["classes"]
-    default = plugin.metric(plugin.name, [postprocess(p, plugin.kind, classes, {}) for p in probs], targets, ids)
-    tuned = plugin.metric(plugin.name, [postprocess(p, plugin.kind, classes, settings) for p in probs], targets, ids)
+    default = plugin.metric(
+        plugin.name, [postprocess(p, plugin.kind, classes, {}) for p in probs], targets, ids, probabilities=probs
+    )
+    tuned = plugin.metric(
+        plugin.name, [postprocess(p, plugin.kind, classes, settings) for p in probs], targets, ids, probabilities=probs
+    )
     config["postprocessing"] = settings
     config["cross_validation"] = {
         "cases": len(ids),

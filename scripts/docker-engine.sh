@@ -26,7 +26,9 @@ if ! docker info >/dev/null 2>&1; then
     fi
     echo "docker-engine: starting dockerd (log /tmp/eyegc-dockerd.log)"
     nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=overlay2 \
-        >/tmp/eyegc-dockerd.log 2>&1 &
+        </dev/null >/tmp/eyegc-dockerd.log 2>&1 &
+    # Who started it: scripts/test.sh stops an engine that its own run started, and no other.
+    echo $! > "${EYEGC_DOCKERD_PIDFILE:-/tmp/eyegc-dockerd.pid}"
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
     if ! docker info >/dev/null 2>&1; then
         echo "docker-engine: dockerd did not start; /tmp/eyegc-dockerd.log ends with:" >&2

@@ -23,6 +23,15 @@ if [ "${EYEGC_SKIP_CONTAINER:-0}" = 1 ]; then
 fi
 echo "== container end to end: ./submit.sh drac22-task1 --demo"
 started=$(date +%s)
+export EYEGC_DOCKERD_PIDFILE="${TMPDIR:-/tmp}/eyegc-dockerd-test-$$.pid"
+stop_engine() {
+  # Only an engine this run started is stopped.
+  if [ -f "$EYEGC_DOCKERD_PIDFILE" ]; then
+    kill "$(cat "$EYEGC_DOCKERD_PIDFILE")" 2>/dev/null || true
+    rm -f "$EYEGC_DOCKERD_PIDFILE"
+  fi
+}
+trap stop_engine EXIT
 if scripts/docker-engine.sh; then
   ./submit.sh drac22-task1 --demo --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
 elif [ -n "${CI:-}" ]; then

@@ -91,3 +91,19 @@ def test_tune_then_predict_with_two_bundles_and_dihedral_tta(
     saved = np.load(out / "probabilities" / "086.npz")
     assert saved["probabilities"].shape == (3, 1024, 1024) and list(saved["classes"]) == ["irma", "npa", "nv"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*CLASS_FOLDERS.values(), "probabilities"])
+
+
+def test_bad_network_kwargs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "drac22-task1", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--network-kwargs", "{bad"]
+    assert main(args) == 2
+    assert "--network-kwargs is not valid JSON" in capsys.readouterr().err
+
+
+def test_predict_overwrite_never_deletes_its_own_inputs(
+    drac22_data: Path, drac22_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = drac22_data / "A. Segmentation" / "1. Original Images" / "b. Testing Set"
+    args = ["predict", "drac22-task1", "--model", str(drac22_run), "--images", str(images)]
+    assert main([*args, "--out", str(drac22_data), "--overwrite"]) == 2
+    assert "--overwrite would delete it" in capsys.readouterr().err
+    assert images.is_dir()

@@ -114,3 +114,55 @@ def test_bundle_weights_load_with_weights_only(drac22_run: Path) -> None:
     x = torch.zeros(1, 1, 64, 64)
     assert bundle.folds[0].network(x).shape == (1, 3, 64, 64)
     assert np.isfinite(bundle.folds[0].network(x).detach().numpy()).all()
+
+
+@pytest.mark.parametrize("edit", ["drop_config_line", "drop_fold_line", "malformed_line"])
+def test_checksum_list_must_cover_the_bundle(drac22_run: Path, tmp_path: Path, edit: str) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(drac22_run, run)
+    listing = run / CHECKSUMS_NAME
+    lines = listing.read_text().splitlines()
+    if edit == "drop_config_line":
+        lines = [line for line in lines if not line.endswith("  bundle.json")]
+    elif edit == "drop_fold_line":
+        lines = [line for line in lines if not line.endswith("fold_1/model.pt")]
+    else:
+        lines[0] = lines[0].replace("  ", " *", 1)
+    listing.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BundleError, match=r"(does not cover|lists weights|is not '<sha256>)"):
+        load_bundle(run)
+
+
+def test_tune_refuses_to_re_sign_changed_weights(drac22_run: Path, tmp_path: Path) -> None:
+    from eyegc.common.tuning import tune
+
+    run = tmp_path / "copy"
+    shutil.copytree(drac22_run, run)
+    weights = run / "fold_0" / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(BundleError, match="changed or truncated"):
+        tune(PLUGIN, run)
+    with pytest.raises(BundleError):
+        load_bundle(run)
+
+
+def test_failed_new_run_leaves_nothing_and_bad_patch_size_is_explained(drac22_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(EyegcError, match="divisible"):
+        train(PLUGIN, drac22_data, run, tiny_train_config(patch_size=50))
+    assert not run.exists()
+
+
+def test_resume_on_other_data_is_refused(drac22_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_train_config(epochs=1, tune=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(PLUGIN, drac22_data, run, cfg, callbacks=[StopAfter(fold=0, epoch=1)])
+    other = tmp_path / "other"
+    shutil.copytree(drac22_data, other)
+    image = next((other / "A. Segmentation" / "1. Original Images" / "a. Training Set").glob("*.png"))
+    from eyegc.common.imageio import write_png
+
+    write_png(image, np.zeros((1024, 1024), dtype=np.uint8))
+    with pytest.raises(EyegcError, match="differs from the data this run was trained on"):
+        train(PLUGIN, other, run, cfg, resume=True)

@@ -74,7 +74,7 @@ def list_drac22_cases(root: Path, split: str = "train", require_labels: bool = T
     images = image_dir(root, split)
     if not images.is_dir():
         raise DataError(
-            f"no DRAC22 images folder at {images}; --data must be the folder that holds "
+            f"no DRAC22 images folder at {images}; --data/--gt must be the folder that holds "
             f"'{SEGMENTATION_DIR}' (try `eyegc sample-data drac22-task1 OUT` for an example layout)"
         )
     files = {p.stem: p for p in images.iterdir() if p.suffix.lower() == ".png"}

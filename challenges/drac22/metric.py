@@ -37,9 +37,14 @@ class Drac22SegmentationMetric:
     needs_probabilities: bool = False
 
     def __call__(
-        self, task: str, predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray], case_ids: Sequence[str]
+        self,
+        task: str,
+        predictions: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray],
+        case_ids: Sequence[str],
+        probabilities: Sequence[np.ndarray] | None = None,
     ) -> EvaluationResult:
-        """Score ``(3, H, W)`` masks against ground truth of the same shape, case by case."""
+        """Score ``(3, H, W)`` masks against ground truth of the same shape (probabilities unused)."""
         if not (len(predictions) == len(targets) == len(case_ids)):
             raise ValueError("predictions, targets and case_ids differ in length")
         dsc = np.full((len(case_ids), len(self.classes)), np.nan)

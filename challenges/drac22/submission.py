@@ -177,8 +177,11 @@ def read_drac22_submission(path: Path, case_ids: Sequence[str]) -> list[np.ndarr
                 raise SubmissionError(f"{path} has no {member}")
             target = Path(work) / volume_name
             target.write_bytes(archive.read(member))
-            volume = sitk.GetArrayFromImage(sitk.ReadImage(str(target)))
-            if volume.ndim != 3 or volume.shape[0] != len(case_ids):
+            try:
+                volume = sitk.GetArrayFromImage(sitk.ReadImage(str(target)))
+            except RuntimeError:
+                raise SubmissionError(f"{member} in {path} is not a readable NIfTI volume") from None
+            if volume.ndim != 3 or volume.shape != (len(case_ids), *IMAGE_SIZE):
                 raise SubmissionError(
                     f"{member} in {path} has shape {volume.shape}; expected {len(case_ids)} slices "
                     f"(one per ground-truth image) of {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}"
