@@ -5,6 +5,8 @@
 # EYEGC_SKIP_CONTAINER=1 skips the container stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Logs, not terminals: progress bars update at most every 10 s.
+[ -t 1 ] || export TQDM_MININTERVAL="${TQDM_MININTERVAL:-10}"
 scripts/setup-venv.sh
 .venv/bin/ruff check .
 set +e
