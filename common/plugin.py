@@ -187,7 +187,10 @@ class TaskPlugin(Protocol):
     """What one challenge task declares. Register it with :func:`eyegc.common.registry.register_task`.
 
     Images and targets cross this boundary as numpy arrays: an image is ``(channels, H, W)`` in
-    its stored dtype, a multi-label target or prediction ``(classes, H, W)`` uint8 0/1.
+    its stored dtype; a multi-label target or prediction is ``(classes, H, W)`` uint8 0/1; a
+    multi-class one is a ``(1, H, W)`` uint8 class-index map whose index 0 is the background
+    class (padding and rotation fill with 0), the plugin translating its official encoding
+    (e.g. GOALS 0/80/160/255) in ``read_target``/``write_prediction``.
     """
 
     name: str

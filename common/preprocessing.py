@@ -41,17 +41,19 @@ def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.
     return tensor.contiguous()
 
 
-def prepare_target(target: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.Tensor:
-    """``(C, H, W)`` 0/1 masks -> float32 training targets at the working resolution.
+def prepare_target(target: np.ndarray, preprocessing: Mapping[str, Any], categorical: bool = False) -> torch.Tensor:
+    """Ground truth -> float32 training targets at the working resolution.
 
-    Downscaled masks keep the covered fraction of each pixel (area interpolation) so that lesions
-    a few pixels wide still pull the loss.
+    Multi-label ``(C, H, W)`` 0/1 masks keep the covered fraction of each pixel when downscaled
+    (area interpolation), so lesions a few pixels wide still pull the loss. A ``categorical``
+    ``(1, H, W)`` class-index map is resampled nearest-neighbour: averaging indices would invent
+    classes (between 0 and 3 lies 2).
     """
     tensor = torch.from_numpy(np.ascontiguousarray(target)).float()
     scale = float(preprocessing.get("working_scale", 1.0))
     if scale != 1.0:
         size = working_shape(target.shape[-2:], scale)
-        mode = "area" if scale < 1 else "nearest"
+        mode = "area" if scale < 1 and not categorical else "nearest"
         tensor = F.interpolate(tensor[None], size=size, mode=mode)[0]
     return tensor.contiguous()
 

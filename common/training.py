@@ -146,8 +146,12 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _augmentation(patch: int, ops: set[str], patches_per_image: int, crop_classes: int) -> Compose:
+def _augmentation(
+    patch: int, ops: set[str], patches_per_image: int, crop_classes: int, categorical: bool = False
+) -> Compose:
+    """Random patches and augmentation; class-index labels (``categorical``) are resampled nearest."""
     keys = ["image", "label"]
+    modes = ("bilinear", "nearest" if categorical else "bilinear")
     steps: list[Any] = []
     if patch:
         # Patches centred on each class (and background) equally often: rare, small lesion types
@@ -173,13 +177,13 @@ def _augmentation(patch: int, ops: set[str], patches_per_image: int, crop_classe
     if "rot90" in ops and patch:
         steps.append(RandRotate90d(keys, prob=0.5, max_k=3))
     steps += [
-        RandRotated(keys, range_x=0.26, prob=0.3, mode=("bilinear", "bilinear"), padding_mode="zeros"),
+        RandRotated(keys, range_x=0.26, prob=0.3, mode=modes, padding_mode="zeros"),
         Rand2DElasticd(
             keys,
             spacing=(32, 32),
             magnitude_range=(1, 2),
             prob=0.15,
-            mode=("bilinear", "bilinear"),
+            mode=modes,
             padding_mode="zeros",
         ),
         RandScaleIntensityd("image", factors=0.15, prob=0.5),
@@ -224,7 +228,9 @@ def _load_data(plugin: TaskPlugin, cases: list[Case], preprocessing: dict[str, A
         target = plugin.read_target(case)
         data.targets[case.case_id] = target
         data.images[case.case_id] = prepare_image(raw, preprocessing)
-        data.labels[case.case_id] = prepare_target(target, preprocessing)
+        data.labels[case.case_id] = prepare_target(
+            target, preprocessing, categorical=plugin.kind == TaskKind.MULTICLASS_SEGMENTATION
+        )
     return data
 
 
@@ -311,7 +317,8 @@ def _train_fold(
         start_epoch = int(state["epoch"])
     ops = set().union(*config["allowed_tta"].values())
     crop_classes = len(config["classes"]) + (plugin.kind == TaskKind.MULTILABEL_SEGMENTATION)
-    transforms = _augmentation(int(config["patch_size"]), ops, int(t["patches_per_image"]), crop_classes)
+    categorical = plugin.kind == TaskKind.MULTICLASS_SEGMENTATION
+    transforms = _augmentation(int(config["patch_size"]), ops, int(t["patches_per_image"]), crop_classes, categorical)
     items = [
         {"image": data.images[c], "label": data.labels[c], "crop_label": _crop_label(data.labels[c], plugin.kind)}
         for c in split["train"]
@@ -342,8 +349,6 @@ def _train_fold(
                 for start in range(0, len(loaded["image"]), batch_size):
                     images = loaded["image"][start : start + batch_size].to(device)
                     labels = loaded["label"][start : start + batch_size].to(device)
-                    if plugin.kind == TaskKind.MULTICLASS_SEGMENTATION:
-                        labels = labels.round()
                     optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(device.type, enabled=device.type == "cuda"):
                         loss = loss_fn(network(images), labels)

@@ -166,3 +166,27 @@ def test_resume_on_other_data_is_refused(drac22_data: Path, tmp_path: Path) -> N
     write_png(image, np.zeros((1024, 1024), dtype=np.uint8))
     with pytest.raises(EyegcError, match="differs from the data this run was trained on"):
         train(PLUGIN, other, run, cfg, resume=True)
+
+
+def test_class_index_maps_are_resampled_nearest_and_never_get_new_classes() -> None:
+    from eyegc.common.preprocessing import prepare_target
+    from eyegc.common.training import _augmentation
+
+    index_map = np.zeros((1, 64, 64), dtype=np.uint8)
+    index_map[0, :, 20:40] = 3
+    index_map[0, :, 40:] = 1
+    small = prepare_target(index_map, {"working_scale": 0.37}, categorical=True)
+    assert set(torch.unique(small).tolist()) <= {0.0, 1.0, 3.0}
+    soft = prepare_target((index_map > 0).astype(np.uint8), {"working_scale": 0.37})
+    assert ((soft > 0) & (soft < 1)).any()  # area interpolation keeps covered fractions
+
+    transforms = _augmentation(32, {"flip_lr"}, 4, crop_classes=4, categorical=True)
+    transforms.set_random_state(seed=0)
+    item = {
+        "image": torch.rand(1, 64, 64),
+        "label": torch.from_numpy(index_map).float(),
+        "crop_label": torch.from_numpy(index_map),
+    }
+    for _ in range(20):
+        for patch in transforms(dict(item)):
+            assert set(torch.unique(patch["label"]).tolist()) <= {0.0, 1.0, 3.0}
