@@ -190,3 +190,15 @@ def test_class_index_maps_are_resampled_nearest_and_never_get_new_classes() -> N
     for _ in range(20):
         for patch in transforms(dict(item)):
             assert set(torch.unique(patch["label"]).tolist()) <= {0.0, 1.0, 3.0}
+
+
+def test_whole_image_training_with_patch_size_zero(drac22_data: Path, tmp_path: Path) -> None:
+    run = train(PLUGIN, drac22_data, tmp_path / "run", tiny_train_config(patch_size=0, epochs=1, batch_size=2))
+    bundle = load_bundle(run)
+    assert bundle.config["patch_size"] == 0 and len(bundle.folds) == 2
+    from eyegc.common.inference import Predictor
+
+    image = PLUGIN.read_image(PLUGIN.list_cases(drac22_data, "test")[0].image)
+    masks, probs = Predictor(PLUGIN, [bundle], tta="dihedral").predict(image)
+    assert masks.shape == probs.shape == (3, 1024, 1024)
+    assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
