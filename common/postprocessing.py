@@ -12,14 +12,14 @@ from scipy import ndimage
 __all__ = ["DEFAULT_POSTPROCESSING", "binarize", "postprocess", "remove_small_components"]
 
 DEFAULT_POSTPROCESSING: dict[str, Any] = {"threshold": 0.5, "min_component_size": 0}
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
     """Drop 8-connected foreground components with fewer than ``min_size`` pixels."""
     if min_size <= 1 or not mask.any():
         return mask
-    labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     keep = sizes >= min_size
     keep[0] = False

@@ -9,7 +9,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -528,8 +528,3 @@ def _train(
     else:
         write_checksums(run)
     return run
-
-
-def config_summary(cfg: TrainConfig) -> dict[str, Any]:
-    """The user's choices, for logs."""
-    return {k: v for k, v in asdict(cfg).items() if v is not None}

@@ -15,7 +15,7 @@ import numpy as np
 from eyegc.common.bundle import read_config, verify_checksums, write_checksums, write_config
 from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
-from eyegc.common.postprocessing import _EIGHT_CONNECTED, postprocess
+from eyegc.common.postprocessing import EIGHT_CONNECTED, postprocess
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -33,7 +33,7 @@ def _size_filtered(mask: np.ndarray, min_sizes: Sequence[int]) -> list[np.ndarra
     """
     if not mask.any():
         return [mask] * len(min_sizes)
-    labels, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     sizes[0] = 0
     out: list[np.ndarray] = []

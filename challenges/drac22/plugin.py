@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eyegc.challenges.drac22.layout import CLASS_FOLDERS, gt_class_dir, list_drac22_cases
+from eyegc.challenges.drac22.layout import CLASS_FOLDERS, list_drac22_cases
 from eyegc.challenges.drac22.metric import Drac22SegmentationMetric
 from eyegc.challenges.drac22.submission import (
     IMAGE_SIZE,
@@ -131,10 +131,6 @@ class Drac22Task1:
         from eyegc.challenges.drac22.sample_data import make_drac22_sample_data
 
         make_drac22_sample_data(out, cases=cases, test_cases=test_cases, seed=seed)
-
-    def gt_folder(self, root: Path, split: str, class_key: str) -> Path:
-        """Where a class's ground-truth masks live for a split."""
-        return gt_class_dir(root, split, class_key)
 
 
 #: The registered instance (entry point ``eyegc.tasks: drac22-task1``).
