@@ -19,11 +19,21 @@ __all__ = [
     "atomic_output_file",
     "read_image_array",
     "read_mask",
+    "split_image_suffix",
     "write_mha",
     "write_png",
 ]
 
 READABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha", ".mhd", ".nii", ".nii.gz", ".gif")
+
+
+def split_image_suffix(name: str) -> tuple[str, str]:
+    """``"086.nii.gz"`` -> ``("086", ".nii.gz")``: the longest readable suffix, matched case-insensitively."""
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    stem, dot, ext = name.rpartition(".")
+    return (stem, dot + ext) if dot else (name, "")
 
 
 def read_image_array(path: Path) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from eyegc.common.bundle import Bundle, load_bundle
 from eyegc.common.errors import BundleError, DataError
-from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir
+from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir, split_image_suffix
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
 from eyegc.common.postprocessing import postprocess
 from eyegc.common.preprocessing import prepare_image, resize_probabilities
@@ -188,14 +188,6 @@ def list_images(folder: Path) -> list[Path]:
     return images
 
 
-def _case_id(path: Path) -> str:
-    name = path.name
-    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def predict_folder(
     plugin: TaskPlugin,
     models: Sequence[Path],
@@ -226,7 +218,7 @@ def predict_folder(
     started = time.perf_counter()
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         for path in tqdm(paths, desc=f"predict {plugin.name}", unit="case"):
-            case_id = _case_id(path)
+            case_id = split_image_suffix(path.name)[0]
             masks, probs = predictor.predict(plugin.read_image(path))
             plugin.write_prediction(tmp, case_id, masks)
             if save_probabilities:

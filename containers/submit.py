@@ -483,7 +483,7 @@ def _reference_predictions(
     plugin: Any, python: str, bundles: Sequence[Path], cases: Sequence[SampleCase], work: Path, tta: str
 ) -> list[np.ndarray]:
     """``eyegc predict`` outside the container (CPU) on the cases' original images."""
-    from eyegc.common.imageio import READABLE_SUFFIXES
+    from eyegc.common.imageio import split_image_suffix
 
     images = work / "reference-images"
     pred = work / "reference-predictions"
@@ -491,9 +491,7 @@ def _reference_predictions(
         shutil.rmtree(path, ignore_errors=True)
     images.mkdir(parents=True)
     for case in cases:
-        suffix = next(
-            s for s in sorted(READABLE_SUFFIXES, key=len, reverse=True) if case.image.name.lower().endswith(s)
-        )
+        suffix = split_image_suffix(case.image.name)[1]
         (images / f"{case.case_id}{suffix}").symlink_to(case.image.resolve())
     cmd = [python, "-m", "eyegc.common.cli", "predict", plugin.name, "--model", *map(str, bundles)]
     cmd += ["--images", str(images), "--out", str(pred), "--tta", tta, "--device", "cpu"]
