@@ -35,6 +35,7 @@ __all__ = [
     "data_fingerprint",
     "eyegc_version",
     "load_bundle",
+    "output_channels",
     "read_config",
     "sha256_file",
     "write_checksums",
@@ -203,7 +204,14 @@ class Bundle:
 def build_from_config(config: dict[str, Any]) -> nn.Module:
     """The untrained network a bundle config describes."""
     net = config["network"]
-    return build_network(net["name"], config["in_channels"], len(config["classes"]), net.get("kwargs", {}))
+    return build_network(net["name"], config["in_channels"], output_channels(config), net.get("kwargs", {}))
+
+
+def output_channels(config: dict[str, Any]) -> int:
+    """Logits per image pixel (segmentation: one per class) or per image (classification: all heads' grades)."""
+    if config.get("kind") == "classification":
+        return int(sum(config["head_classes"]))
+    return len(config["classes"])
 
 
 def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None = None) -> Bundle:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from eyegc.common.errors import DataError
+from eyegc.common.lazy import LazySequence
 from eyegc.common.plugin import EvaluationResult, TaskPlugin
 from tqdm import tqdm
 
@@ -87,5 +89,25 @@ def evaluate_predictions(plugin: TaskPlugin, pred: Path, gt_root: Path, split: s
     cases = plugin.list_cases(gt_root, split, require_labels=True)
     ids = [c.case_id for c in cases]
     predictions = plugin.read_predictions(Path(pred), ids)
-    targets = [plugin.read_target(c) for c in tqdm(cases, desc="read ground truth", unit="case", leave=False)]
-    return plugin.metric(plugin.name, predictions, targets, ids)
+    probabilities = plugin.read_probabilities(Path(pred), ids) if plugin.metric.needs_probabilities else None
+    if plugin.metric.needs_probabilities and probabilities is None:
+        raise DataError(f"{pred}: {plugin.name} is scored on probabilities, and this prediction has none")
+    # Ground truth and fields of view are read one case at a time as the metric walks them:
+    # a full-size test set never sits in memory at once.
+    targets = LazySequence(len(cases), lambda i: plugin.read_target(cases[i]))
+    rois = LazySequence(len(cases), lambda i: plugin.read_roi(cases[i]))
+    progress = tqdm(total=len(cases), desc=f"evaluate {plugin.name}", unit="case", leave=False)
+
+    def target_with_progress(i: int) -> np.ndarray:
+        progress.update(1)
+        return targets[i]
+
+    with progress:
+        return plugin.metric(
+            plugin.name,
+            predictions,
+            LazySequence(len(cases), target_with_progress),
+            ids,
+            probabilities=probabilities,
+            rois=rois,
+        )

@@ -23,6 +23,7 @@ from tqdm import tqdm
 __all__ = [
     "TTA_OPS",
     "Predictor",
+    "classify_with_tta",
     "list_images",
     "predict_folder",
     "resolve_device",
@@ -62,6 +63,26 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DataError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
     return torch.device(device)
+
+
+def classify_with_tta(
+    network: nn.Module, image: torch.Tensor, ops: Sequence[str], head_sizes: Sequence[int]
+) -> torch.Tensor:
+    """Mean per-head softmax ``(heads, max classes)`` (zero-padded) over the TTA copies of one prepared image.
+
+    All copies go through the network as one batch; a rotation of a non-square image changes its
+    shape, so such copies form a second batch.
+    """
+    groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for name in ops:
+        copy = TTA_OPS[name][0](image)
+        groups.setdefault(tuple(copy.shape), []).append(copy)
+    total = torch.zeros((len(head_sizes), max(head_sizes)), dtype=torch.float32, device=image.device)
+    for copies in groups.values():
+        logits = network(torch.stack(copies)).float()
+        for h, chunk in enumerate(logits.split(list(head_sizes), dim=1)):
+            total[h, : chunk.shape[1]] += torch.softmax(chunk, dim=1).sum(dim=0)
+    return total / len(ops)
 
 
 def _activation(kind: TaskKind) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -152,7 +173,9 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """``(C, H, W)`` float32 probabilities at the image's original size."""
+        """``(C, H, W)`` float32 probabilities at the image's original size (classification: ``(heads, K)``)."""
+        if self.plugin.kind == TaskKind.CLASSIFICATION:
+            return self._class_probabilities(image)
         shape = tuple(image.shape[-2:])
         total = torch.zeros((len(self.plugin.classes), *shape), dtype=torch.float32)
         autocast = torch.autocast("cuda") if self.device.type == "cuda" else nullcontext()
@@ -166,8 +189,20 @@ class Predictor:
                 total += resize_probabilities(probs.float().cpu(), shape)
         return (total / self.members).numpy()
 
+    def _class_probabilities(self, image: np.ndarray) -> np.ndarray:
+        head_sizes = [int(c.num_classes or 0) for c in self.plugin.classes]
+        total = torch.zeros((len(head_sizes), max(head_sizes)), dtype=torch.float32)
+        autocast = torch.autocast("cuda") if self.device.type == "cuda" else nullcontext()
+        for bundle in self.bundles:
+            prepared = prepare_image(image, bundle.config["preprocessing"]).to(self.device)
+            for fold in bundle.folds:
+                with autocast:
+                    total += classify_with_tta(fold.network, prepared, self.ops, head_sizes).cpu()
+        return (total / self.members).numpy()
+
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Final masks ``(C, H, W)`` uint8 0/1 (label map for softmax tasks) and the probabilities."""
+        """Final masks ``(C, H, W)`` uint8 0/1 (label map for softmax tasks; grades for classification) and
+        the probabilities."""
         probs = self.probabilities(image)
         classes = [c.key for c in self.plugin.classes]
         return postprocess(probs, self.plugin.kind, classes, self.postprocessing), probs
@@ -220,8 +255,8 @@ def predict_folder(
         for path in tqdm(paths, desc=f"predict {plugin.name}", unit="case"):
             case_id = split_image_suffix(path.name)[0]
             masks, probs = predictor.predict(plugin.read_image(path))
-            plugin.write_prediction(tmp, case_id, masks)
-            if save_probabilities:
+            plugin.write_prediction(tmp, case_id, masks, probs)
+            if save_probabilities and plugin.kind != TaskKind.CLASSIFICATION:
                 (tmp / "probabilities").mkdir(exist_ok=True)
                 np.savez_compressed(
                     tmp / "probabilities" / f"{case_id}.npz",

@@ -11,12 +11,16 @@ from eyegc.common.registry import look_up_option
 from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
 from torch import nn
 
-__all__ = ["LOSSES", "DiceBCELoss", "build_loss"]
+__all__ = ["CLASSIFICATION_LOSSES", "LOSSES", "DiceBCELoss", "MultiHeadCrossEntropy", "build_loss"]
 
-#: loss name -> description.
+#: loss name -> description (segmentation tasks).
 LOSSES = {
     "dice_bce": "Dice + binary cross-entropy (softmax tasks: Dice + cross-entropy)",
     "dice_focal": "Dice + focal loss (for small, rare structures)",
+}
+#: loss name -> description (classification tasks).
+CLASSIFICATION_LOSSES = {
+    "ce": "cross-entropy per head, averaged over heads",
 }
 
 
@@ -37,12 +41,44 @@ class DiceBCELoss(nn.Module):
         return self.dice(logits, target) + bce
 
 
-def build_loss(name: str, kind: TaskKind, class_weights: Sequence[float] | None = None) -> nn.Module:
+class MultiHeadCrossEntropy(nn.Module):
+    """Cross-entropy of each classification head on its slice of the logits, averaged over heads.
+
+    Args:
+        head_sizes: classes per head; the logits are ``(B, sum(head_sizes))`` in head order.
+        head_weights: optional weight per head (e.g. DR grade over DME risk).
+    """
+
+    def __init__(self, head_sizes: Sequence[int], head_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.head_sizes = [int(n) for n in head_sizes]
+        self.head_weights = [float(w) for w in head_weights] if head_weights else [1.0] * len(self.head_sizes)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target.long().view(len(logits), -1)
+        total = logits.new_zeros(())
+        for h, chunk in enumerate(logits.split(self.head_sizes, dim=1)):
+            total = total + self.head_weights[h] * F.cross_entropy(chunk.float(), target[:, h])
+        return total / sum(self.head_weights)
+
+
+def build_loss(
+    name: str,
+    kind: TaskKind,
+    class_weights: Sequence[float] | None = None,
+    head_sizes: Sequence[int] | None = None,
+) -> nn.Module:
     """A loss on logits: sigmoid per channel for multi-label tasks, softmax with one-hot labels otherwise.
 
     Dice is computed over the whole batch per class (as nnU-Net does), so patches without a
-    lesion do not each pull towards an empty prediction.
+    lesion do not each pull towards an empty prediction. Classification tasks take
+    ``head_sizes`` and use ``class_weights`` as one weight per head.
     """
+    if kind == TaskKind.CLASSIFICATION:
+        look_up_option(name, CLASSIFICATION_LOSSES, what="loss for a classification task")
+        if not head_sizes:
+            raise ValueError("a classification loss needs head_sizes")
+        return MultiHeadCrossEntropy(head_sizes, class_weights)
     look_up_option(name, LOSSES, what="loss")
     weight = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights else None
     multilabel = kind == TaskKind.MULTILABEL_SEGMENTATION

@@ -1,4 +1,4 @@
-"""2D segmentation networks from MONAI, by name, rebuilt from a bundle's config."""
+"""2D networks from MONAI, by name, rebuilt from a bundle's config: segmentation and classification."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from eyegc.common.errors import EyegcError
 from eyegc.common.registry import look_up_option
-from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, FlexibleUNet, UNet
+from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, DenseNet121, FlexibleUNet, ResNet, UNet
 from torch import nn
 
-__all__ = ["NETWORKS", "build_network", "load_pretrained"]
+__all__ = ["CLASSIFIERS", "NETWORKS", "build_network", "load_pretrained"]
 
 
 class FirstOutput(nn.Module):
@@ -52,17 +52,45 @@ def _flexible_unet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
     return FlexibleUNet(in_channels=in_channels, out_channels=out_channels, spatial_dims=2, pretrained=False, **kw)
 
 
+def _resnet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    # MONAI's ResNet: "depth" 10/18/34/50 picks the block and layer counts of the torchvision family.
+    depth = int(kw.pop("depth", 18))
+    layouts = {10: ("basic", (1, 1, 1, 1)), 18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3))}
+    layouts[50] = ("bottleneck", (3, 4, 6, 3))
+    if depth not in layouts:
+        raise EyegcError(f"ResNet depth {depth} is not one of {sorted(layouts)}")
+    block, layers = layouts[depth]
+    kw = {"block_inplanes": (64, 128, 256, 512), **kw}
+    kw["block_inplanes"] = list(kw["block_inplanes"])
+    return ResNet(
+        block=block,
+        layers=list(layers),
+        spatial_dims=2,
+        n_input_channels=in_channels,
+        num_classes=out_channels,
+        **kw,
+    )
+
+
+def _densenet121(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kw)
+
+
 #: network name -> builder(in_channels, out_channels, **kwargs). All 2D, all from MONAI.
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "UNet": _unet,
     "BasicUNetPlusPlus": _unetpp,
     "AttentionUnet": _attention_unet,
     "FlexibleUNet": _flexible_unet,
+    "ResNet": _resnet,
+    "DenseNet121": _densenet121,
 }
+#: the networks that map an image to one logits vector (classification tasks use only these).
+CLASSIFIERS: frozenset[str] = frozenset({"ResNet", "DenseNet121"})
 
 
 def build_network(name: str, in_channels: int, out_channels: int, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build a registered network; the result always returns one logits tensor ``(B, C, H, W)``."""
+    """Build a registered network; it returns one logits tensor, ``(B, C, H, W)`` or ``(B, C)`` (classifiers)."""
     builder = look_up_option(name, NETWORKS, what="network")
     return FirstOutput(builder(in_channels, out_channels, **dict(kwargs or {})))
 

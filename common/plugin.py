@@ -102,6 +102,8 @@ class ModelDefaults:
     folds: int = 5
     patches_per_image: int = 2
     normalize: str = "zscore"
+    #: classification: the ``(H, W)`` every image is resized to (``patch_size`` is then unused).
+    input_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -166,11 +168,18 @@ class Metric(Protocol):
         targets: Sequence[np.ndarray],
         case_ids: Sequence[str],
         probabilities: Sequence[np.ndarray] | None = None,
+        rois: Sequence[np.ndarray | None] | None = None,
     ) -> EvaluationResult:
         """Score predictions (each ``(C, H, W)``) against targets of the same shape.
 
         ``probabilities`` (same shape, float) are passed where the caller has them; a metric
         with ``needs_probabilities`` (AUPR, AUC) requires them, a mask metric ignores them.
+        ``rois`` are per-case ``(H, W)`` bool fields of view (``None``: the whole image) that a
+        metric counting only inside the field of view (DRIVE) uses. Every input may be a lazy
+        sequence that loads a case on access: iterate once, in order, and keep only running sums.
+
+        For a classification task a prediction and a target are ``(heads,)`` int64 grades and
+        the probabilities ``(heads, max_num_classes)`` float (see ``eyegc.common.classification``).
         """
         ...
 
@@ -178,6 +187,8 @@ class Metric(Protocol):
         """The per-class figure ``class_primary`` for one class from ``(H, W)`` masks of each case.
 
         Tuning maximises this class by class, so it must be exactly what the leaderboard averages.
+        Where the task has a field of view, tuning sets predictions and targets outside it to 0
+        before calling this (exact for Dice/F1, which ignore true negatives).
         """
         ...
 
@@ -216,15 +227,28 @@ class TaskPlugin(Protocol):
         ...
 
     def read_target(self, case: Case) -> np.ndarray:
-        """A case's ground truth as ``(classes, H, W)`` uint8 0/1."""
+        """A case's ground truth as ``(classes, H, W)`` uint8 0/1 (classification: ``(heads,)`` int64)."""
         ...
 
-    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray) -> None:
-        """Write one case's final prediction in the task's prediction layout under ``out``."""
+    def read_roi(self, case: Case) -> np.ndarray | None:
+        """The case's field of view, ``(H, W)`` bool, where the task scores only inside it; else None."""
         ...
 
-    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> list[np.ndarray]:
+    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
+        """Write one case's final prediction in the task's prediction layout under ``out``.
+
+        ``masks`` are the postprocessed masks (classification: ``(heads,)`` grades) and
+        ``probabilities`` the ensemble's probabilities at the original size (classification:
+        ``(heads, max_num_classes)``); a task scored on probabilities (AUPR) writes them too.
+        """
+        ...
+
+    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
         """Read predictions for ``case_ids`` (a prediction folder or an official submission file)."""
+        ...
+
+    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray] | None:
+        """Probabilities for ``case_ids`` where the metric needs them (may be lazy); else None."""
         ...
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:

@@ -37,7 +37,18 @@ def binarize(probabilities: np.ndarray, thresholds: Sequence[float], min_sizes: 
 def postprocess(
     probabilities: np.ndarray, kind: TaskKind, classes: Sequence[str], settings: Mapping[str, Any]
 ) -> np.ndarray:
-    """Apply a bundle's postprocessing settings (``{"thresholds": {cls: t}, "min_component_size": {cls: n}}``)."""
+    """Apply a bundle's postprocessing settings (``{"thresholds": {cls: t}, "min_component_size": {cls: n}}``).
+
+    Classification: ``probabilities`` are ``(heads, max_num_classes)``; a head with a threshold
+    (binary heads) predicts 1 when its class-1 probability reaches it, other heads take the argmax.
+    """
+    if kind == TaskKind.CLASSIFICATION:
+        thresholds = settings.get("thresholds", {})
+        grades = np.argmax(probabilities, axis=1).astype(np.int64)
+        for h, key in enumerate(classes):
+            if key in thresholds:
+                grades[h] = int(probabilities[h, 1] >= float(thresholds[key]))
+        return grades
     if kind == TaskKind.MULTICLASS_SEGMENTATION:
         return np.argmax(probabilities, axis=0).astype(np.uint8)
     thresholds = [float(settings.get("thresholds", {}).get(c, DEFAULT_POSTPROCESSING["threshold"])) for c in classes]

@@ -23,14 +23,21 @@ def working_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
 def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.Tensor:
     """``(C, H, W)`` stored image -> float32 network input at the working resolution.
 
-    Integer images are scaled by their dtype's maximum; ``normalize`` ``"zscore"`` then
+    Integer images are scaled by their dtype's maximum; ``input_size`` ``[H, W]`` (classification)
+    resizes to that size, else ``working_scale`` scales both sides; ``normalize`` ``"zscore"`` then
     standardises each channel of each image, ``"unit"`` keeps the [0, 1] range.
     """
     tensor = torch.from_numpy(np.ascontiguousarray(image)).float()
     if np.issubdtype(image.dtype, np.integer):
         tensor /= float(np.iinfo(image.dtype).max)
     scale = float(preprocessing.get("working_scale", 1.0))
-    if scale != 1.0:
+    input_size = preprocessing.get("input_size")
+    if input_size:  # classification: every image to one fixed size, whatever it was stored at
+        size = (int(input_size[0]), int(input_size[1]))
+        if size != tuple(image.shape[-2:]):
+            shrink = size[0] * size[1] < image.shape[-2] * image.shape[-1]
+            tensor = F.interpolate(tensor[None], size=size, mode="bilinear", antialias=shrink, align_corners=False)[0]
+    elif scale != 1.0:
         size = working_shape(image.shape[-2:], scale)
         tensor = F.interpolate(tensor[None], size=size, mode="bilinear", antialias=scale < 1, align_corners=False)[0]
     normalize = look_up_option(preprocessing.get("normalize", "zscore"), NORMALIZATIONS, what="normalization")

@@ -30,7 +30,7 @@ from eyegc.common.bundle import (
 from eyegc.common.errors import EyegcError
 from eyegc.common.inference import predict_with_tta, resolve_device
 from eyegc.common.losses import build_loss
-from eyegc.common.networks import NETWORKS, load_pretrained
+from eyegc.common.networks import CLASSIFIERS, NETWORKS, load_pretrained
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
 from eyegc.common.postprocessing import postprocess
 from eyegc.common.preprocessing import prepare_image, prepare_target, resize_probabilities
@@ -99,17 +99,30 @@ def make_splits(case_ids: Sequence[str], folds: int, seed: int) -> list[dict[str
 
 def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
     d = plugin.defaults
+    classification = plugin.kind == TaskKind.CLASSIFICATION
     network = cfg.model or d.network
     look_up_option(network, NETWORKS, what="network")
+    if classification != (network in CLASSIFIERS):
+        wanted = sorted(CLASSIFIERS) if classification else sorted(set(NETWORKS) - CLASSIFIERS)
+        raise EyegcError(f"{network} does not fit a {plugin.kind.value} task; choose one of {', '.join(wanted)}")
     kwargs = dict(d.network_kwargs) if network == d.network else {}
     kwargs.update(cfg.network_kwargs or {})
     loss = cfg.loss or d.loss
-    build_loss(loss, plugin.kind, cfg.class_weights)  # validates the name and weights early
+    head_classes = [int(c.num_classes or 0) for c in plugin.classes] if classification else None
+    build_loss(loss, plugin.kind, cfg.class_weights, head_classes)  # validates the name and weights early
     if cfg.class_weights and len(cfg.class_weights) != len(plugin.classes):
+        what = "heads" if classification else "classes"
         raise EyegcError(
-            f"--class-weights needs {len(plugin.classes)} values ({', '.join(c.key for c in plugin.classes)})"
+            f"--class-weights needs {len(plugin.classes)} values, one per {what[:-2]} "
+            f"({', '.join(c.key for c in plugin.classes)})"
         )
-    return {
+    preprocessing: dict[str, Any] = {
+        "working_scale": cfg.working_scale if cfg.working_scale is not None else d.working_scale,
+        "normalize": d.normalize,
+    }
+    preprocessing.update(cfg.extra.get("preprocessing", {}))
+    thresholds = {c.key: 0.5 for c in plugin.classes if not classification or c.num_classes == 2}
+    config: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "task": plugin.name,
         "eyegc_version": eyegc_version(),
@@ -117,10 +130,7 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
         "classes": [c.key for c in plugin.classes],
         "in_channels": plugin.in_channels,
         "network": {"name": network, "kwargs": kwargs},
-        "preprocessing": {
-            "working_scale": cfg.working_scale if cfg.working_scale is not None else d.working_scale,
-            "normalize": d.normalize,
-        },
+        "preprocessing": preprocessing,
         "patch_size": cfg.patch_size if cfg.patch_size is not None else d.patch_size,
         "allowed_tta": {k: list(v) for k, v in plugin.allowed_tta.items()},
         "training": {
@@ -136,7 +146,7 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
             "metric": plugin.metric.primary,
         },
         "postprocessing": {
-            "thresholds": {c.key: 0.5 for c in plugin.classes},
+            "thresholds": thresholds,
             "min_component_size": {c.key: 0 for c in plugin.classes},
             "tuned": False,
         },
@@ -144,14 +154,35 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
         "cross_validation": None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if classification:
+        config["head_classes"] = head_classes
+        config["patch_size"] = 0
+        size = cfg.extra.get("input_size") or d.input_size
+        if not size:
+            raise EyegcError(f"{plugin.name}: a classification task needs an input size (ModelDefaults.input_size)")
+        config["preprocessing"]["input_size"] = [int(size[0]), int(size[1])]
+    return config
 
 
 def _augmentation(
-    patch: int, ops: set[str], patches_per_image: int, crop_classes: int, categorical: bool = False
+    patch: int,
+    ops: set[str],
+    patches_per_image: int,
+    crop_classes: int,
+    categorical: bool = False,
+    roi: bool = False,
+    classification: bool = False,
 ) -> Compose:
-    """Random patches and augmentation; class-index labels (``categorical``) are resampled nearest."""
-    keys = ["image", "label"]
-    modes = ("bilinear", "nearest" if categorical else "bilinear")
+    """Random patches and augmentation; class-index labels (``categorical``) and fields of view are resampled nearest.
+
+    Classification moves only the image (its label is a grade).
+    """
+    if classification:
+        keys = ["image"]
+        modes: tuple[str, ...] = ("bilinear",)
+    else:
+        keys = ["image", "label"] + (["roi"] if roi else [])
+        modes = ("bilinear", "nearest" if categorical else "bilinear") + (("nearest",) if roi else ())
     steps: list[Any] = []
     if patch:
         # Patches centred on each class (and background) equally often: rare, small lesion types
@@ -168,7 +199,8 @@ def _augmentation(
                 warn=False,
             ),
         ]
-    steps.append(DeleteItemsd("crop_label"))
+    if not classification:
+        steps.append(DeleteItemsd("crop_label"))
     # Geometric augmentation stays inside the symmetries the task allows for TTA (OCT: left-right only).
     if "flip_lr" in ops:
         steps.append(RandFlipd(keys, prob=0.5, spatial_axis=1))
@@ -219,6 +251,9 @@ class _Data:
     images: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
     targets: dict[str, np.ndarray]
+    #: field of view at the original size (metric) and at the working size (loss); absent: whole image.
+    rois: dict[str, np.ndarray] = field(default_factory=dict)
+    roi_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _load_data(plugin: TaskPlugin, cases: list[Case], preprocessing: dict[str, Any]) -> _Data:
@@ -228,10 +263,38 @@ def _load_data(plugin: TaskPlugin, cases: list[Case], preprocessing: dict[str, A
         target = plugin.read_target(case)
         data.targets[case.case_id] = target
         data.images[case.case_id] = prepare_image(raw, preprocessing)
+        if plugin.kind == TaskKind.CLASSIFICATION:
+            data.labels[case.case_id] = torch.as_tensor(np.asarray(target, dtype=np.int64).reshape(-1))
+            continue
         data.labels[case.case_id] = prepare_target(
             target, preprocessing, categorical=plugin.kind == TaskKind.MULTICLASS_SEGMENTATION
         )
+        roi = plugin.read_roi(case)
+        if roi is not None:
+            data.rois[case.case_id] = roi.astype(bool)
+            data.roi_tensors[case.case_id] = prepare_target(roi[None].astype(np.uint8), preprocessing, categorical=True)
+    if data.rois and len(data.rois) != len(cases):
+        raise EyegcError(f"{plugin.name}: some training cases have a field of view and others none")
     return data
+
+
+def _outside_roi_is_background(logits: torch.Tensor, roi: torch.Tensor | None) -> torch.Tensor:
+    """Logits outside the field of view fixed at a confident "no" (sigmoid 2e-9), so they add no loss nor gradient.
+
+    With the target 0 there too, Dice and BCE count only pixels inside the field of view.
+    """
+    if roi is None:
+        return logits
+    return torch.where(roi > 0, logits, torch.full_like(logits, -20.0))
+
+
+def _classify_batch(network: torch.nn.Module, images: torch.Tensor, head_sizes: Sequence[int]) -> torch.Tensor:
+    """Per-head softmax of a batch, ``(B, heads, max classes)`` zero-padded."""
+    logits = network(images).float()
+    out = logits.new_zeros((len(images), len(head_sizes), max(head_sizes)))
+    for h, chunk in enumerate(logits.split(list(head_sizes), dim=1)):
+        out[:, h, : chunk.shape[1]] = torch.softmax(chunk, dim=1)
+    return out
 
 
 def _validate(
@@ -244,6 +307,8 @@ def _validate(
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The leaderboard metric on the validation cases at the original size (threshold 0.5, no TTA)."""
     network.eval()
+    if plugin.kind == TaskKind.CLASSIFICATION:
+        return _validate_classification(plugin, network, data, ids, config, device)
     probabilities, predictions = {}, []
     with torch.no_grad():
         for case_id in ids:
@@ -253,6 +318,30 @@ def _validate(
             full = resize_probabilities(probs.float().cpu(), data.targets[case_id].shape[-2:]).numpy()
             probabilities[case_id] = full.astype(np.float16)
             predictions.append(postprocess(full, plugin.kind, config["classes"], {}))
+    targets = [data.targets[c] for c in ids]
+    rois = [data.rois.get(c) for c in ids]
+    result = plugin.metric(
+        plugin.name, predictions, targets, ids, probabilities=[probabilities[c] for c in ids], rois=rois
+    )
+    return float(result.leaderboard[plugin.metric.primary]), probabilities
+
+
+def _validate_classification(
+    plugin: TaskPlugin,
+    network: torch.nn.Module,
+    data: _Data,
+    ids: list[str],
+    config: dict[str, Any],
+    device: torch.device,
+) -> tuple[float, dict[str, np.ndarray]]:
+    probabilities: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for start in range(0, len(ids), 8):
+            chunk = ids[start : start + 8]
+            batch = torch.stack([data.images[c] for c in chunk]).to(device)
+            probs = _classify_batch(network, batch, config["head_classes"]).cpu().numpy()
+            probabilities.update(zip(chunk, probs, strict=True))
+    predictions = [postprocess(probabilities[c], plugin.kind, config["classes"], config["postprocessing"]) for c in ids]
     targets = [data.targets[c] for c in ids]
     result = plugin.metric(plugin.name, predictions, targets, ids, probabilities=[probabilities[c] for c in ids])
     return float(result.leaderboard[plugin.metric.primary]), probabilities
@@ -300,7 +389,7 @@ def _train_fold(
     network.to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=float(t["learning_rate"]), weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=int(t["epochs"]), power=0.9)
-    loss_fn = build_loss(t["loss"], plugin.kind, t.get("class_weights"))
+    loss_fn = build_loss(t["loss"], plugin.kind, t.get("class_weights"), config.get("head_classes"))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history: dict[str, list[float]] = {"loss": [], "metric": []}
     best = {"epoch": 0, "score": -np.inf}
@@ -318,14 +407,23 @@ def _train_fold(
     ops = set().union(*config["allowed_tta"].values())
     crop_classes = len(config["classes"]) + (plugin.kind == TaskKind.MULTILABEL_SEGMENTATION)
     categorical = plugin.kind == TaskKind.MULTICLASS_SEGMENTATION
-    transforms = _augmentation(int(config["patch_size"]), ops, int(t["patches_per_image"]), crop_classes, categorical)
-    items = [
-        {"image": data.images[c], "label": data.labels[c], "crop_label": _crop_label(data.labels[c], plugin.kind)}
-        for c in split["train"]
-    ]
+    classification = plugin.kind == TaskKind.CLASSIFICATION
+    with_roi = bool(data.roi_tensors)
+    patch = int(config["patch_size"])
+    transforms = _augmentation(
+        patch, ops, int(t["patches_per_image"]), crop_classes, categorical, roi=with_roi, classification=classification
+    )
+    items = []
+    for c in split["train"]:
+        item = {"image": data.images[c], "label": data.labels[c]}
+        if not classification:
+            item["crop_label"] = _crop_label(data.labels[c], plugin.kind)
+        if with_roi:
+            item["roi"] = data.roi_tensors[c]
+        items.append(item)
     dataset = Dataset(items, transform=transforms)
     epochs, batch_size = int(t["epochs"]), int(t["batch_size"])
-    per_image = int(t["patches_per_image"]) if int(config["patch_size"]) else 1
+    per_image = int(t["patches_per_image"]) if patch and not classification else 1
     progress = tqdm(range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs)
     for epoch in progress:
         # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
@@ -349,9 +447,10 @@ def _train_fold(
                 for start in range(0, len(loaded["image"]), batch_size):
                     images = loaded["image"][start : start + batch_size].to(device)
                     labels = loaded["label"][start : start + batch_size].to(device)
+                    roi = loaded["roi"][start : start + batch_size].to(device) if with_roi else None
                     optimizer.zero_grad(set_to_none=True)
                     with torch.autocast(device.type, enabled=device.type == "cuda"):
-                        loss = loss_fn(network(images), labels)
+                        loss = loss_fn(_outside_roi_is_background(network(images), roi), labels)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
@@ -520,7 +619,7 @@ def _train(
         config["folds"][str(fold)]["seconds"] = round(time.perf_counter() - started, 1)
         write_config(run, config)
         write_checksums(run, fresh=[config["folds"][str(fold)]["weights"]])
-    tunable = plugin.kind == TaskKind.MULTILABEL_SEGMENTATION
+    tunable = plugin.kind in (TaskKind.MULTILABEL_SEGMENTATION, TaskKind.CLASSIFICATION)
     if len(config["folds"]) == len(splits) and cfg.tune and tunable:
         from eyegc.common.tuning import tune
 

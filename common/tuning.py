@@ -19,7 +19,14 @@ from eyegc.common.postprocessing import EIGHT_CONNECTED, postprocess
 from scipy import ndimage
 from tqdm import tqdm
 
-__all__ = ["DEFAULT_MIN_SIZES", "DEFAULT_THRESHOLDS", "load_oof", "tune", "tune_postprocessing"]
+__all__ = [
+    "DEFAULT_MIN_SIZES",
+    "DEFAULT_THRESHOLDS",
+    "load_oof",
+    "tune",
+    "tune_binary_heads",
+    "tune_postprocessing",
+]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
 DEFAULT_MIN_SIZES: tuple[int, ...] = (0, 16, 64, 256, 1024, 4096)
@@ -90,8 +97,41 @@ def tune_postprocessing(
     return result
 
 
-def load_oof(plugin: TaskPlugin, run: Path, data_root: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
-    """Out-of-fold probabilities saved by training, with their ground truth."""
+def tune_binary_heads(plugin: TaskPlugin, probabilities: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict:
+    """The threshold of each binary classification head that maximises Youden's J (sensitivity + specificity - 1).
+
+    Candidates are the out-of-fold scores themselves (quantised to 1/255) and 0.5; ties go to the
+    one nearest 0.5. Heads with more than two grades keep the argmax. The ranking metric (AUC)
+    does not depend on it; accuracy, F1 and kappa are reported at it.
+
+    Returns:
+        ``{"thresholds": {head: t}, "tuned": True, "class_scores": {head: J}}``
+    """
+    if plugin.kind != TaskKind.CLASSIFICATION:
+        raise EyegcError(f"{plugin.name}: head thresholds apply to classification tasks only")
+    probs = np.asarray(probabilities, dtype=np.float64)
+    truth = np.asarray(targets, dtype=np.int64).reshape(len(probs), -1)
+    result: dict[str, Any] = {"thresholds": {}, "tuned": True, "class_scores": {}}
+    for h, spec in enumerate(plugin.classes):
+        if spec.num_classes != 2:
+            continue
+        scores, positive = probs[:, h, 1], truth[:, h] == 1
+        best = (-np.inf, 0.0, 0.5)
+        if positive.any() and (~positive).any():
+            for t in np.unique(np.append(scores, 0.5)):
+                predicted = scores >= t
+                j = predicted[positive].mean() + (~predicted[~positive]).mean() - 1
+                key = (round(float(j), 12), -abs(float(t) - 0.5), float(t))
+                best = max(best, key)
+        result["thresholds"][spec.key] = best[2]
+        result["class_scores"][spec.key] = best[0] if np.isfinite(best[0]) else float("nan")
+    return result
+
+
+def load_oof(
+    plugin: TaskPlugin, run: Path, data_root: Path
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]:
+    """Out-of-fold probabilities saved by training, with their ground truth and fields of view."""
     oof = Path(run) / "oof"
     cases = {c.case_id: c for c in plugin.list_cases(data_root, "train")}
     ids = sorted(p.name[: -len(".npz")] for p in oof.glob("*.npz")) if oof.is_dir() else []
@@ -102,7 +142,13 @@ def load_oof(plugin: TaskPlugin, run: Path, data_root: Path) -> tuple[list[str],
         raise EyegcError(f"out-of-fold cases {absent[:5]} are not in {data_root}; pass the training data with --data")
     probs = [np.load(oof / f"{i}.npz")["probabilities"].astype(np.float32) / 255.0 for i in ids]
     targets = [plugin.read_target(cases[i]) for i in ids]
-    return ids, probs, targets
+    rois = [None if plugin.kind == TaskKind.CLASSIFICATION else plugin.read_roi(cases[i]) for i in ids]
+    return ids, probs, targets, rois
+
+
+def _inside(arrays: Sequence[np.ndarray], rois: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """Zero outside each field of view: per-class Dice/F1 then count only inside it (true negatives never count)."""
+    return [a if roi is None else a * roi.astype(a.dtype) for a, roi in zip(arrays, rois, strict=True)]
 
 
 def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: Any) -> dict[str, Any]:
@@ -117,14 +163,22 @@ def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: A
     verify_checksums(run)  # never re-sign a bundle whose files were changed
     config = read_config(run)
     root = Path(data_root or config["training"].get("data_root", ""))
-    ids, probs, targets = load_oof(plugin, run, root)
-    settings = tune_postprocessing(plugin, probs, targets, **grid)
+    ids, probs, targets, rois = load_oof(plugin, run, root)
+    if plugin.kind == TaskKind.CLASSIFICATION:
+        settings = tune_binary_heads(plugin, probs, targets)
+    else:
+        settings = tune_postprocessing(plugin, _inside(probs, rois), _inside(targets, rois), **grid)
     classes = config["classes"]
-    default = plugin.metric(
-        plugin.name, [postprocess(p, plugin.kind, classes, {}) for p in probs], targets, ids, probabilities=probs
-    )
-    tuned = plugin.metric(
-        plugin.name, [postprocess(p, plugin.kind, classes, settings) for p in probs], targets, ids, probabilities=probs
+    default, tuned = (
+        plugin.metric(
+            plugin.name,
+            [postprocess(p, plugin.kind, classes, chosen) for p in probs],
+            targets,
+            ids,
+            probabilities=probs,
+            rois=rois,
+        )
+        for chosen in ({}, settings)
     )
     config["postprocessing"] = settings
     config["cross_validation"] = {

@@ -19,14 +19,26 @@ from eyegc.common.bundle import load_bundle
 from eyegc.common.errors import DataError, EyegcError
 from eyegc.common.evaluation import evaluate_predictions
 from eyegc.common.inference import predict_folder, tta_ops_for
-from eyegc.common.losses import LOSSES
-from eyegc.common.networks import NETWORKS
+from eyegc.common.classification import max_num_classes
+from eyegc.common.losses import CLASSIFICATION_LOSSES, LOSSES
+from eyegc.common.networks import CLASSIFIERS, NETWORKS
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
 from eyegc.common.registry import available_tasks, get_task
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import train
 
-__all__ = ["TaskPluginContract"]
+__all__ = ["TaskPluginContract", "perfect_probabilities"]
+
+
+def perfect_probabilities(plugin: TaskPlugin, target: np.ndarray) -> np.ndarray:
+    """The probabilities of a perfect prediction of ``target``, in the task's layout."""
+    if plugin.kind == TaskKind.MULTILABEL_SEGMENTATION:
+        return target.astype(np.float32)
+    if plugin.kind == TaskKind.MULTICLASS_SEGMENTATION:
+        return (np.arange(len(plugin.classes))[:, None, None] == target[0][None]).astype(np.float32)
+    probs = np.zeros((len(plugin.classes), max_num_classes(plugin.classes)), dtype=np.float32)
+    probs[np.arange(len(plugin.classes)), np.asarray(target).reshape(-1)] = 1.0
+    return probs
 
 
 class TaskPluginContract:
@@ -51,7 +63,15 @@ class TaskPluginContract:
     @pytest.fixture(scope="class")
     @classmethod
     def run(cls, tmp_path_factory: pytest.TempPathFactory, plugin: TaskPlugin, data: Path) -> Path:
-        return train(plugin, data, tmp_path_factory.mktemp(f"contract-{cls.task}-run") / "run", tiny_train_config())
+        if plugin.kind == TaskKind.CLASSIFICATION:
+            config = tiny_train_config(
+                network_kwargs={"depth": 10, "block_inplanes": (8, 16, 32, 64)},
+                patch_size=0,
+                extra={"input_size": (64, 64)},
+            )
+        else:
+            config = tiny_train_config()
+        return train(plugin, data, tmp_path_factory.mktemp(f"contract-{cls.task}-run") / "run", config)
 
     # -- declarations -------------------------------------------------------------------------
 
@@ -68,8 +88,15 @@ class TaskPluginContract:
 
     def test_defaults_name_registered_components(self, plugin: TaskPlugin) -> None:
         assert plugin.defaults.network in NETWORKS
-        assert plugin.defaults.loss in LOSSES
         assert plugin.defaults.folds >= 2
+        if plugin.kind == TaskKind.CLASSIFICATION:
+            assert plugin.defaults.network in CLASSIFIERS
+            assert plugin.defaults.loss in CLASSIFICATION_LOSSES
+            assert plugin.defaults.input_size is not None
+            assert all(c.num_classes is not None and c.num_classes >= 2 for c in plugin.classes)
+        else:
+            assert plugin.defaults.network not in CLASSIFIERS
+            assert plugin.defaults.loss in LOSSES
 
     def test_tta_modes_are_dihedral_ops_and_none_is_identity(self, plugin: TaskPlugin) -> None:
         assert tta_ops_for(plugin, "none") == ("identity",)
@@ -99,10 +126,19 @@ class TaskPluginContract:
         assert image.ndim == 3 and image.shape[0] == plugin.in_channels
         if plugin.image_size is not None:
             assert image.shape[1:] == plugin.image_size
+        target = plugin.read_target(case)
+        roi = plugin.read_roi(case)
         if plugin.kind == TaskKind.MULTILABEL_SEGMENTATION:
-            target = plugin.read_target(case)
             assert target.shape == (len(plugin.classes), *image.shape[1:])
             assert target.dtype == np.uint8 and set(np.unique(target)) <= {0, 1}
+        elif plugin.kind == TaskKind.MULTICLASS_SEGMENTATION:
+            assert target.shape == (1, *image.shape[1:]) and target.dtype == np.uint8
+            assert set(np.unique(target)) <= set(range(len(plugin.classes)))
+        else:
+            assert target.shape == (len(plugin.classes),)
+            assert all(0 <= g < c.num_classes for g, c in zip(target, plugin.classes, strict=True))
+        if roi is not None:
+            assert roi.shape == image.shape[1:] and roi.dtype == bool and roi.any()
 
     def test_truncated_image_is_a_clear_error(self, plugin: TaskPlugin, data: Path, tmp_path: Path) -> None:
         source = plugin.list_cases(data, "train")[0].image
@@ -121,27 +157,38 @@ class TaskPluginContract:
         cases = plugin.list_cases(data, "test")
         return [c.case_id for c in cases], [plugin.read_target(c) for c in cases]
 
+    def _rois(self, plugin: TaskPlugin, data: Path) -> list[np.ndarray | None]:
+        return [plugin.read_roi(c) for c in plugin.list_cases(data, "test")]
+
     def test_ground_truth_scores_perfectly(self, plugin: TaskPlugin, data: Path) -> None:
         ids, targets = self._targets(plugin, data)
-        result = plugin.metric(plugin.name, targets, targets, ids)
+        probs = [perfect_probabilities(plugin, t) for t in targets]
+        result = plugin.metric(plugin.name, targets, targets, ids, probabilities=probs, rois=self._rois(plugin, data))
         assert result.leaderboard[plugin.metric.primary] == pytest.approx(1.0)
         assert result.cases == len(ids)
 
     def test_class_score_is_what_the_leaderboard_averages(self, plugin: TaskPlugin, data: Path) -> None:
+        if plugin.kind != TaskKind.MULTILABEL_SEGMENTATION:
+            pytest.skip("threshold tuning (which calls class_score) is for multi-label segmentation")
         ids, targets = self._targets(plugin, data)
         rng = np.random.default_rng(0)
         predictions = [(rng.random(t.shape) < 0.3).astype(np.uint8) | t for t in targets]
-        result = plugin.metric(plugin.name, predictions, targets, ids)
+        probs = [p.astype(np.float32) for p in predictions]
+        # class_score has no field of view: tuning zeroes both sides outside it first, as here.
+        rois = self._rois(plugin, data)
+        predictions = [p if r is None else p * r for p, r in zip(predictions, rois, strict=True)]
+        result = plugin.metric(plugin.name, predictions, targets, ids, probabilities=probs, rois=rois)
         for c, spec in enumerate(plugin.classes):
             expected = result.per_class[spec.key][plugin.metric.class_primary]
-            got = plugin.metric.class_score(c, [p[c] for p in predictions], [t[c] for t in targets])
+            inside = [t[c] if r is None else t[c] * r for t, r in zip(targets, rois, strict=True)]
+            got = plugin.metric.class_score(c, [p[c] for p in predictions], inside)
             assert got == pytest.approx(expected, nan_ok=True)
 
     def test_prediction_folder_and_submission_round_trip(self, plugin: TaskPlugin, data: Path, tmp_path: Path) -> None:
         ids, targets = self._targets(plugin, data)
         pred = tmp_path / "pred"
         for case_id, target in zip(ids, targets, strict=True):
-            plugin.write_prediction(pred, case_id, target)
+            plugin.write_prediction(pred, case_id, target, perfect_probabilities(plugin, target))
         read = plugin.read_predictions(pred, ids)
         assert all(np.array_equal(a, b) for a, b in zip(read, targets, strict=True))
         submission = plugin.write_submission(pred, tmp_path / "submission.zip", **self.submission_options)
@@ -153,7 +200,7 @@ class TaskPluginContract:
         ids, targets = self._targets(plugin, data)
         pred = tmp_path / "pred"
         for case_id, target in zip(ids[1:], targets[1:], strict=True):
-            plugin.write_prediction(pred, case_id, target)
+            plugin.write_prediction(pred, case_id, target, perfect_probabilities(plugin, target))
         with pytest.raises(EyegcError, match=ids[0]):
             evaluate_predictions(plugin, pred, data, "test")
 
@@ -164,7 +211,8 @@ class TaskPluginContract:
     ) -> None:
         bundle = load_bundle(run, task=plugin.name)
         assert len(bundle.folds) == 2
-        assert bundle.config["postprocessing"]["tuned"] is True
+        tunable = plugin.kind != TaskKind.MULTICLASS_SEGMENTATION  # softmax label maps take the argmax
+        assert bundle.config["postprocessing"]["tuned"] is tunable
         images = plugin.list_cases(data, "test")[0].image.parent
         out = tmp_path / "pred"
         summary = predict_folder(plugin, [run], images, out, tta="none", device="cpu")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from eyegc.common.errors import EyegcError
 from eyegc.common.losses import build_loss
-from eyegc.common.networks import NETWORKS, build_network, load_pretrained
+from eyegc.common.networks import CLASSIFIERS, NETWORKS, build_network, load_pretrained
 from eyegc.common.plugin import TaskKind
 
 SMALL = {
@@ -16,6 +16,8 @@ SMALL = {
     "BasicUNetPlusPlus": {"features": [4, 4, 8, 16, 32, 4]},
     "AttentionUnet": {"channels": [4, 8, 16], "strides": [2, 2]},
     "FlexibleUNet": {"backbone": "resnet10"},
+    "ResNet": {"depth": 10, "block_inplanes": [4, 8, 16, 32]},
+    "DenseNet121": {"init_features": 8, "growth_rate": 4},
 }
 
 
@@ -23,8 +25,30 @@ SMALL = {
 def test_network_returns_logits_of_input_size(name: str) -> None:
     net = build_network(name, 1, 3, SMALL[name]).eval()
     with torch.no_grad():
-        out = net(torch.rand(2, 1, 64, 64))
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 64, 64)
+        out = net(torch.rand(2, 1, 64, 96))
+    expected = (2, 3) if name in CLASSIFIERS else (2, 3, 64, 96)
+    assert isinstance(out, torch.Tensor) and out.shape == expected
+
+
+def test_resnet_depth_is_checked() -> None:
+    with pytest.raises(EyegcError, match="depth 11"):
+        build_network("ResNet", 3, 2, {"depth": 11})
+
+
+def test_multi_head_cross_entropy_scores_each_head_on_its_slice() -> None:
+    fn = build_loss("ce", TaskKind.CLASSIFICATION, head_sizes=[5, 3])
+    target = torch.tensor([[4, 0], [1, 2]])
+    logits = torch.full((2, 8), -6.0)
+    logits[0, 4] = logits[0, 5 + 0] = 6.0
+    logits[1, 1] = logits[1, 5 + 2] = 6.0
+    assert float(fn(logits, target)) < 1e-3
+    # the DME head wrong on one image: half of one head's mean loss, averaged over two heads
+    wrong = logits.clone()
+    wrong[1, 5 + 2], wrong[1, 5 + 0] = -6.0, 6.0
+    expected = torch.nn.functional.cross_entropy(wrong[:, 5:], target[:, 1]) / 2
+    torch.testing.assert_close(fn(wrong, target), expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(EyegcError, match="ce"):
+        build_loss("dice_bce", TaskKind.CLASSIFICATION, head_sizes=[2])
 
 
 def test_unknown_network_lists_the_choices() -> None:

@@ -43,10 +43,12 @@ class Drac22SegmentationMetric:
         targets: Sequence[np.ndarray],
         case_ids: Sequence[str],
         probabilities: Sequence[np.ndarray] | None = None,
+        rois: Sequence[np.ndarray | None] | None = None,
     ) -> EvaluationResult:
-        """Score ``(3, H, W)`` masks against ground truth of the same shape (probabilities unused)."""
+        """Score ``(3, H, W)`` masks against ground truth of the same shape (probabilities, rois unused)."""
         if not (len(predictions) == len(targets) == len(case_ids)):
             raise ValueError("predictions, targets and case_ids differ in length")
+        del probabilities, rois
         dsc = np.full((len(case_ids), len(self.classes)), np.nan)
         iou = np.full_like(dsc, np.nan)
         rows = []

@@ -111,7 +111,11 @@ class Drac22Task1:
                 target[c] = read_mask(path, IMAGE_SIZE)
         return target
 
-    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray) -> None:
+    def read_roi(self, case: Case) -> None:
+        """DRAC22 scores the whole image."""
+        return None
+
+    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
         """``out/<official class folder>/<case_id>.png`` (0/255) for every class, empty ones too."""
         write_drac22_prediction(out, case_id, masks)
 
@@ -121,6 +125,10 @@ class Drac22Task1:
         if pred.is_file() and pred.suffix.lower() == ".zip":
             return read_drac22_submission(pred, case_ids)
         return read_drac22_prediction_folder(pred, case_ids)
+
+    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> None:
+        """The DRAC22 metric scores masks only."""
+        return None
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """The official zip (``team`` required): ``<team>/1.nii.gz``, ``2.nii.gz``, ``3.nii.gz``."""
