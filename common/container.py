@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 from eyegc.common.errors import BundleError, DataError, EyegcError
-from eyegc.common.plugin import Socket, TaskKind, TaskPlugin
+from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskPlugin
+from eyegc.common.registry import look_up_option
 
 __all__ = [
     "BAKED_BUNDLES",
@@ -47,7 +48,9 @@ __all__ = [
     "find_bundles",
     "layout_case",
     "main",
+    "output_values",
     "read_inputs_json",
+    "read_output_values",
     "resolve_case_inputs",
     "run_case",
 ]
@@ -180,28 +183,69 @@ def resolve_case_inputs(plugin: TaskPlugin, input_dir: Path) -> CaseInputs:
 # -- outputs ------------------------------------------------------------------------------------
 
 
-def _output_arrays(plugin: TaskPlugin, masks: np.ndarray) -> dict[Socket, np.ndarray]:
-    """The 2D uint8 array each output socket carries."""
+def output_values(plugin: TaskPlugin, masks: np.ndarray, probabilities: np.ndarray) -> dict[Socket, Any]:
+    """What each output socket carries for one case: a 2D array (image sockets) or a JSON value."""
     keys = [c.key for c in plugin.classes]
-    arrays: dict[Socket, np.ndarray] = {}
+    values: dict[Socket, Any] = {}
     for socket in plugin.output_sockets:
-        if socket.super_kind != "Image":
-            raise EyegcError(f"output socket {socket.slug} of kind {socket.super_kind} is not supported yet")
+        look_up_option(socket.content, SOCKET_CONTENTS, what="output socket content")
+        content = socket.content
+        index = None
         if socket.class_key is not None:
             if socket.class_key not in keys:
                 raise EyegcError(f"output socket {socket.slug} names class {socket.class_key!r}; classes are {keys}")
-            array = masks[keys.index(socket.class_key)]
-        elif plugin.kind == TaskKind.MULTICLASS_SEGMENTATION or masks.ndim == 2:
-            array = masks if masks.ndim == 2 else masks[0]  # an encoded label map
+            index = keys.index(socket.class_key)
+        elif content != "label_map":
+            raise EyegcError(f"output socket {socket.slug} ({content}) needs a class_key")
+        if content == "mask":
+            values[socket] = np.ascontiguousarray(masks[index], dtype=np.uint8)
+        elif content == "probability":
+            values[socket] = np.ascontiguousarray(probabilities[index], dtype=np.float32)
+        elif content == "label_map":
+            lut = np.array([c.value if c.value is not None else i for i, c in enumerate(plugin.classes)], np.uint8)
+            values[socket] = lut[masks[0] if masks.ndim == 3 else masks]
+        elif content == "grade":
+            values[socket] = int(masks[index])
+        else:  # likelihood
+            values[socket] = round(float(probabilities[index][1]), 6)
+    return values
+
+
+def read_output_values(plugin: TaskPlugin, output_dir: Path) -> dict[str, Any]:
+    """Read back what :func:`run_case` wrote: socket slug -> array (image sockets) or JSON value.
+
+    Raises:
+        DataError: a socket's file is missing, or anything else lies in the output folder.
+    """
+    from eyegc.common.imageio import read_image_array
+
+    output_dir = Path(output_dir)
+    expected = {_output_file(s) for s in plugin.output_sockets}
+    found = {str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file()}
+    if found != expected:
+        raise DataError(f"{output_dir} holds {sorted(found)}; expected exactly {sorted(expected)}")
+    values: dict[str, Any] = {}
+    for socket in plugin.output_sockets:
+        path = output_dir / _output_file(socket)
+        if socket.super_kind == "Image":
+            values[socket.slug] = read_image_array(path)[0]
         else:
-            raise EyegcError(f"output socket {socket.slug} needs a class_key for a {plugin.kind.value} task")
-        arrays[socket] = np.ascontiguousarray(array, dtype=np.uint8)
-    return arrays
+            values[socket.slug] = json.loads(path.read_text())
+    return values
+
+
+def _output_file(socket: Socket) -> str:
+    """Where a socket's file goes below ``/output``: ``<relative_path>/output.mha`` for images."""
+    return f"{socket.relative_path}/{OUTPUT_NAME}" if socket.super_kind == "Image" else socket.relative_path
 
 
 def _check_output_free(output_dir: Path, plugin: TaskPlugin) -> None:
-    # One file per output socket folder: refuse to add ours beside something already there.
+    # One file per output socket: refuse to add ours beside something already there.
     for socket in plugin.output_sockets:
+        if socket.super_kind != "Image":
+            if (output_dir / socket.relative_path).exists():
+                raise EyegcError(f"{output_dir / socket.relative_path} already exists; the output folder must be empty")
+            continue
         folder = output_dir / socket.relative_path
         if folder.is_dir():
             others = [p.name for p in folder.iterdir() if p.name != OUTPUT_NAME]
@@ -209,7 +253,7 @@ def _check_output_free(output_dir: Path, plugin: TaskPlugin) -> None:
                 raise EyegcError(f"{folder} already holds {', '.join(sorted(others))}; the output folder must be empty")
 
 
-def _write_outputs(output_dir: Path, arrays: Mapping[Socket, np.ndarray]) -> dict[str, Path]:
+def _write_outputs(output_dir: Path, values: Mapping[Socket, Any]) -> dict[str, Path]:
     """Write every socket into a staging folder, then move each file into place."""
     from eyegc.common.imageio import write_mha
 
@@ -218,11 +262,15 @@ def _write_outputs(output_dir: Path, arrays: Mapping[Socket, np.ndarray]) -> dic
     staging = Path(tempfile.mkdtemp(prefix=".eyegc-staging-", dir=output_dir))
     try:
         staged = {}
-        for socket, array in arrays.items():
-            path = staging / socket.relative_path / OUTPUT_NAME
+        for socket, value in values.items():
+            relative = _output_file(socket)
+            path = staging / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_mha(path, array)
-            staged[socket.slug] = (path, output_dir / socket.relative_path / OUTPUT_NAME)
+            if socket.super_kind == "Image":
+                write_mha(path, value)
+            else:
+                path.write_text(json.dumps(value))
+            staged[socket.slug] = (path, output_dir / relative)
         written = {}
         for slug, (src, dst) in staged.items():
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -271,13 +319,13 @@ def run_case(plugin: TaskPlugin, predictor: Any, input_dir: Path, output_dir: Pa
     ((slug, path),) = inputs.images.items()
     image = plugin.read_image(path)
     read_done = time.perf_counter()
-    masks, _ = predictor.predict(image)
+    masks, probabilities = predictor.predict(image)
     predict_done = time.perf_counter()
-    arrays = _output_arrays(plugin, masks)
-    for socket, array in arrays.items():
-        if array.shape != image.shape[-2:]:
-            raise EyegcError(f"output {socket.slug} is {array.shape}, its input {path} is {image.shape[-2:]}")
-    written = _write_outputs(output_dir, arrays)
+    values = output_values(plugin, masks, probabilities)
+    for socket, value in values.items():
+        if isinstance(value, np.ndarray) and value.shape != image.shape[-2:]:
+            raise EyegcError(f"output {socket.slug} is {value.shape}, its input {path} is {image.shape[-2:]}")
+    written = _write_outputs(output_dir, values)
     done = time.perf_counter()
     summary = {
         "case": inputs.names[slug],
@@ -291,7 +339,10 @@ def run_case(plugin: TaskPlugin, predictor: Any, input_dir: Path, output_dir: Pa
             "write": round(done - predict_done, 3),
             "total": round(done - started, 3),
         },
-        "foreground_pixels": {s.slug: int(np.count_nonzero(a)) for s, a in arrays.items()},
+        "foreground_pixels": {
+            s.slug: int(np.count_nonzero(v)) for s, v in values.items() if s.content in ("mask", "label_map")
+        },
+        "values": {s.slug: v for s, v in values.items() if not isinstance(v, np.ndarray)},
     }
     return summary
 

@@ -23,7 +23,7 @@ __all__ = ["BinnedCurve", "Confusion", "pooled_curve", "quantize_scores"]
 
 #: Elements per block when converting/counting, so the int64 copies np.bincount makes stay cache-sized
 #: (measured ~25% faster than one whole-image call) and float scores never get a full-size float copy.
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18
 _MAX_LEVELS = 1 << 16
 
 
@@ -198,7 +198,7 @@ class BinnedCurve:
             raise TypeError(f"can only merge a BinnedCurve, got {type(other).__name__}")
         if other.levels != self.levels:
             raise ValueError(f"cannot merge a curve with {other.levels} levels into one with {self.levels}")
-        pass
+        self._pos += other._pos
         self._all += other._all
         return self
 

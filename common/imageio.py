@@ -45,6 +45,8 @@ def read_image_array(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file not found: {path}")
+    if path.suffix.lower() == ".gif":
+        return _read_gif(path)  # SimpleITK has no GIF reader (DRIVE's masks are GIFs)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -61,6 +63,18 @@ def read_image_array(path: Path) -> np.ndarray:
     return np.moveaxis(array, -1, 0)
 
 
+def _read_gif(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as handle:
+            mode = "RGB" if handle.mode in ("RGB", "RGBA") else "L"
+            array = np.asarray(handle.convert(mode))
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: the file is corrupt, truncated or not an image ({exc})") from None
+    return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+
+
 def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a binary mask as ``(H, W)`` uint8 0/1; any value above zero is foreground.
 
@@ -68,6 +82,8 @@ def read_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
         DataError: unreadable file, or a size other than ``shape``.
     """
     array = read_image_array(path)
+    if array.shape[0] in (2, 4):
+        array = array[:-1]  # an alpha channel (a palette mask expanded to RGBA) is opaque everywhere
     if array.shape[0] > 1:
         array = array.max(axis=0, keepdims=True)
     mask = (array[0] > 0).astype(np.uint8)

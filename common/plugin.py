@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "DIHEDRAL_OPS",
+    "SOCKET_CONTENTS",
     "Case",
     "ClassSpec",
     "EvaluationResult",
@@ -72,12 +73,24 @@ class ClassSpec:
     num_classes: int | None = None
 
 
+#: What an output socket carries; the container writes each from the prediction of one case.
+SOCKET_CONTENTS: dict[str, str] = {
+    "mask": "Image: the class's 0/1 mask, uint8",
+    "probability": "Image: the class's probability map, float32 in [0, 1]",
+    "label_map": "Image: the class-index map encoded with each class's ClassSpec.value, uint8",
+    "grade": "Value: the head's predicted grade, a JSON integer",
+    "likelihood": "Value: the head's probability of grade 1, a JSON number (binary heads)",
+}
+
+
 @dataclass(frozen=True)
 class Socket:
     """A grand-challenge algorithm input or output (REFERENCE.md §1).
 
-    ``relative_path`` is below ``/input`` or ``/output``; image sockets start with ``images/``.
-    ``class_key`` ties an output socket to the class it carries.
+    ``relative_path`` is below ``/input`` or ``/output``; image sockets start with ``images/``
+    (one ``.mha`` file inside), value sockets name their JSON file (``dr-grade.json``).
+    ``class_key`` ties an output socket to the class or head it carries and ``content`` says
+    what of it (a key of :data:`SOCKET_CONTENTS`).
     """
 
     slug: str
@@ -85,6 +98,7 @@ class Socket:
     super_kind: str = "Image"
     kind: str = "Image"
     class_key: str | None = None
+    content: str = "mask"
 
 
 @dataclass(frozen=True)

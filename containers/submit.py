@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from eyegc.common.bundle import sha256_file
+from eyegc.common.errors import DataError
 
 __all__ = ["DEFAULT_BASE_IMAGE", "build_parser", "main"]
 
@@ -453,35 +454,39 @@ def _summary_from_log(log_text: str) -> dict[str, Any]:
     return {}
 
 
-def _check_outputs(plugin: Any, case: SampleCase, out: Path) -> np.ndarray:
-    """Exactly one 2D uint8 0/1 ``.mha`` per output socket, of the input's size; returns ``(C, H, W)``."""
-    from eyegc.common.imageio import read_image_array
+@dataclass
+class Reference:
+    """``eyegc predict``'s result for one case: final prediction and, where the task has them, probabilities."""
 
-    expected = {f"{s.relative_path}/output.mha" for s in plugin.output_sockets}
-    found = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    if found != expected:
-        raise SubmitError(
-            f"case {case.case_id}: /output holds {sorted(found)}; expected exactly {sorted(expected)} "
-            "(one .mha per output socket)"
-        )
-    image = plugin.read_image(case.image)
-    keys = [c.key for c in plugin.classes]
-    masks = np.zeros((len(keys), *image.shape[-2:]), dtype=np.uint8)
+    prediction: np.ndarray
+    probabilities: np.ndarray | None
+
+
+def _check_outputs(plugin: Any, case: SampleCase, out: Path) -> dict[str, Any]:
+    """Exactly one file per output socket, images of the input's size; returns slug -> value."""
+    from eyegc.common.container import read_output_values
+
+    try:
+        values = read_output_values(plugin, out)
+    except DataError as exc:
+        raise SubmitError(f"case {case.case_id}: {exc}") from None
+    shape = plugin.read_image(case.image).shape[-2:]
     for socket in plugin.output_sockets:
-        path = out / socket.relative_path / "output.mha"
-        array = read_image_array(path)
-        if array.shape != (1, *image.shape[-2:]) or array.dtype != np.uint8:
-            raise SubmitError(f"{path}: {array.dtype} {array.shape[1:]}; expected uint8 {image.shape[-2:]}")
-        if not set(np.unique(array).tolist()) <= {0, 1}:
-            raise SubmitError(f"{path}: values {np.unique(array)[:8]}; expected 0/1")
-        if socket.class_key is not None:
-            masks[keys.index(socket.class_key)] = array[0]
-    return masks
+        value = values[socket.slug]
+        if socket.super_kind != "Image":
+            continue
+        want = np.float32 if socket.content == "probability" else np.uint8
+        if value.shape != shape or value.dtype != want:
+            where = out / socket.relative_path
+            raise SubmitError(f"{where}: {value.dtype} {value.shape}; expected {want.__name__} {shape}")
+        if socket.content == "mask" and not set(np.unique(value).tolist()) <= {0, 1}:
+            raise SubmitError(f"{out / socket.relative_path}: values {np.unique(value)[:8]}; expected 0/1")
+    return values
 
 
 def _reference_predictions(
     plugin: Any, python: str, bundles: Sequence[Path], cases: Sequence[SampleCase], work: Path, tta: str
-) -> list[np.ndarray]:
+) -> list[Reference]:
     """``eyegc predict`` outside the container (CPU) on the cases' original images."""
     from eyegc.common.imageio import split_image_suffix
 
@@ -498,17 +503,47 @@ def _reference_predictions(
     started = time.perf_counter()
     _run(cmd, "eyegc predict (the reference outside the container)")
     _say(f"reference: eyegc predict on {len(cases)} case(s) in {time.perf_counter() - started:.1f} s")
-    return plugin.read_predictions(pred, [c.case_id for c in cases])
+    ids = [c.case_id for c in cases]
+    predictions = plugin.read_predictions(pred, ids)
+    probabilities = plugin.read_probabilities(pred, ids)
+    return [
+        Reference(np.asarray(predictions[i]), None if probabilities is None else np.asarray(probabilities[i]))
+        for i in range(len(ids))
+    ]
 
 
-def _compare(case: SampleCase, masks: np.ndarray, reference: np.ndarray, exact: bool) -> dict[str, Any]:
-    differing = int(np.count_nonzero(masks != reference))
-    share = differing / masks.size
+def _compare(
+    plugin: Any, case: SampleCase, values: dict[str, Any], reference: Reference, exact: bool
+) -> dict[str, Any]:
+    """Each output socket against ``eyegc predict``: masks and grades equal, probabilities to the stored 8 bits."""
+    from eyegc.common.container import output_values
+
+    probabilities = reference.probabilities
+    if probabilities is None:
+        probabilities = np.zeros((len(plugin.classes), 2), dtype=np.float32)  # only mask-like sockets then
+    expected = output_values(plugin, reference.prediction, probabilities)
+    differing, total = 0, 0
+    for socket, want in expected.items():
+        got = values[socket.slug]
+        if socket.content == "probability":
+            if reference.probabilities is None:
+                raise SubmitError(f"{plugin.name}: `eyegc predict` wrote no probabilities to compare {socket.slug}")
+            # The prediction folder keeps probabilities in 8 bits: compare at that precision.
+            levels = np.abs(np.round(got * 255).astype(np.int16) - np.round(want * 255).astype(np.int16))
+            differing += int(np.count_nonzero(levels > 1))
+            total += levels.size
+        elif socket.content == "likelihood":
+            differing += int(abs(float(got) - float(want)) > (1 / 255 if exact else 0.02))
+            total += 1
+        else:
+            differing += int(np.count_nonzero(np.asarray(got) != np.asarray(want)))
+            total += int(np.asarray(want).size)
+    share = differing / max(total, 1)
     ok = differing == 0 or (not exact and share <= TOLERANCE)
     if not ok:
         raise SubmitError(
-            f"case {case.case_id}: the container's masks differ from `eyegc predict` on {differing} pixels "
-            f"({share:.4%}); they must be equal"
+            f"case {case.case_id}: the container's outputs differ from `eyegc predict` in {differing} of {total} "
+            f"values ({share:.4%}); they must be equal"
         )
     return {"equal_to_eyegc_predict": differing == 0, "differing_pixels": differing}
 
@@ -701,7 +736,6 @@ def _submit(args: argparse.Namespace) -> int:
             from eyegc.common.inference import Predictor
 
             predictor = Predictor(plugin, [load_bundle(p, task=plugin.name) for p in bundle_paths], args.tta, "cpu")
-        outputs = []
         for case, ref in zip(cases, reference, strict=True):
             out = run_root / case.case_id / "output"
             if use_docker:
@@ -713,7 +747,7 @@ def _submit(args: argparse.Namespace) -> int:
                 summary = run_case(plugin, predictor, case.input_dir, out)
                 summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
                 result = {"seconds": round(time.perf_counter() - started, 2), "container": summary}
-            masks = _check_outputs(plugin, case, out)
+            values = _check_outputs(plugin, case, out)
             row = {
                 "case": case.case_id,
                 "seconds": result["seconds"],
@@ -721,10 +755,9 @@ def _submit(args: argparse.Namespace) -> int:
                 "peak_memory_bytes": result.get("peak_memory_bytes"),
                 "peak_rss_mib": result["container"].get("peak_rss_mib"),
                 "device": result["container"].get("device"),
-                **_compare(case, masks, ref, exact),
+                **_compare(plugin, case, values, ref, exact),
             }
             test_rows.append(row)
-            outputs.append(masks)
             if row["peak_memory_bytes"]:
                 memory = f"peak memory {row['peak_memory_bytes'] / 2**20:.0f} MiB (container)"
             else:
@@ -745,17 +778,22 @@ def _submit(args: argparse.Namespace) -> int:
             result = _docker_run_case(tag, cases[0], run_root / "model-dir-output", args.memory, args.gpus, model_dir)
             if "/opt/ml/model" not in result["log"]:
                 raise SubmitError("with /opt/ml/model mounted the container did not load its bundles from there")
-            _compare(cases[0], _check_outputs(plugin, cases[0], run_root / "model-dir-output"), reference[0], exact)
+            values = _check_outputs(plugin, cases[0], run_root / "model-dir-output")
+            _compare(plugin, cases[0], values, reference[0], exact)
             _say("model.tar.gz layout: /opt/ml/model is used ahead of the baked bundles, same outputs")
-        with_truth = [(c, m) for c, m in zip(cases, outputs, strict=True) if c.has_truth]
+        # The container's outputs were checked equal to the reference above, so its leaderboard is this one.
+        with_truth = [(c, r) for c, r in zip(cases, reference, strict=True) if c.has_truth]
         if with_truth:
             from eyegc.common.evaluation import format_leaderboard
 
+            probabilities = [r.probabilities for _, r in with_truth]
             result = plugin.metric(
                 plugin.name,
-                [m for _, m in with_truth],
+                [r.prediction for _, r in with_truth],
                 [plugin.read_target(c.case) for c, _ in with_truth],
                 [c.case_id for c, _ in with_truth],
+                probabilities=None if any(p is None for p in probabilities) else probabilities,
+                rois=[plugin.read_roi(c.case) for c, _ in with_truth],
             )
             scores = result.to_json_dict()
             _say("\n" + format_leaderboard(result).replace("Local leaderboard", "Local leaderboard of the container"))

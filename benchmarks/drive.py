@@ -1,0 +1,127 @@
+"""Benchmark: does the shared core reach published accuracy on real fundus images? (DRIVE vessels, CPU)
+
+Usage::
+
+    .venv/bin/python benchmarks/drive.py                                # ../shared/data/DRIVE, 5-fold CV
+    .venv/bin/python benchmarks/drive.py --data ROOT --test-split test  # ROOT/test has ground truth
+    .venv/bin/python benchmarks/drive.py --epochs 10 --folds 2          # a quick look
+
+``--test-split cv`` (the default when ROOT has no ``test/``) trains k folds on ``training/`` with
+``eyegc train``, then predicts each fold's held-out images with that fold's network and TTA, and
+scores all held-out images pooled with the plugin's metric (F1 and AUC inside the field of view)
+at the threshold tuned on the out-of-fold probabilities (slightly optimistic: the same images
+choose it). ``--test-split test`` trains the same k folds and scores their ensemble on ``test/``.
+
+Prints F1, AUC, accuracy, sensitivity, specificity, training time and inference seconds per
+image, and writes them to ``OUT/result.json``. The run is kept in ``OUT/run`` (a normal bundle).
+Published U-Nets on the DRIVE test set: F1 0.81-0.83, AUC 0.975-0.98.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from eyegc.common.bundle import load_bundle, read_config
+from eyegc.common.evaluation import evaluate_predictions, format_leaderboard
+from eyegc.common.imageio import atomic_output_dir
+from eyegc.common.inference import Predictor, predict_folder
+from eyegc.common.registry import get_task
+from eyegc.common.training import TrainConfig, train
+from tqdm import tqdm
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"
+
+
+def _cv_predictions(run: Path, data: Path, out: Path, tta: str) -> float:
+    """Each fold's held-out images predicted by that fold's network alone; returns seconds per image."""
+    plugin = get_task("drive-vessels")
+    config = read_config(run)
+    cases = {c.case_id: c for c in plugin.list_cases(data, "train")}
+    elapsed, count = 0.0, 0
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        for fold, info in sorted(config["folds"].items()):
+            predictor = Predictor(plugin, [load_bundle(run, folds=[int(fold)])], tta=tta, device="cpu")
+            for case_id in tqdm(info["validation_cases"], desc=f"fold {fold} held-out", unit="image"):
+                started = time.perf_counter()
+                masks, probs = predictor.predict(plugin.read_image(cases[case_id].image))
+                plugin.write_prediction(tmp, case_id, masks, probs)
+                elapsed += time.perf_counter() - started
+                count += 1
+    return elapsed / count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DRIVE root (holds training/ and maybe test/)")
+    parser.add_argument("--test-split", choices=("test", "cv"), default=None, help="default: test if ROOT/test exists")
+    parser.add_argument("--out", type=Path, default=Path("build/bench-drive"), help="work folder (replaced)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the plugin's")
+    parser.add_argument("--tta", default="dihedral", help="none, flip or dihedral (default)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not (args.data / "training").is_dir():
+        print(f"no DRIVE training set in {args.data} (expected {args.data / 'training'})", file=sys.stderr)
+        return 2
+    split = args.test_split or ("test" if (args.data / "test").is_dir() else "cv")
+    plugin = get_task("drive-vessels")
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    run = args.out / "run"
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.perf_counter()
+    train(plugin, args.data, run, TrainConfig(folds=args.folds, epochs=args.epochs, device="cpu", seed=args.seed))
+    train_seconds = time.perf_counter() - started
+    pred = args.out / "predictions"
+    if split == "cv":
+        per_image = _cv_predictions(run, args.data, pred, args.tta)
+        result = evaluate_predictions(plugin, pred, args.data, "train")
+    else:
+        summary = predict_folder(
+            plugin, [run], args.data / "test" / "images", pred, tta=args.tta, device="cpu", overwrite=True
+        )
+        per_image = summary["seconds_per_case"]
+        result = evaluate_predictions(plugin, pred, args.data, "test")
+    config = read_config(run)
+    vessel = result.per_class["vessel"]
+    figures = {
+        "evaluation": "5-fold cross-validation on training/" if split == "cv" else "test/ (ensemble of the folds)",
+        "cases": result.cases,
+        "f1": vessel["f1"],
+        "auc": vessel["auc"],
+        "accuracy": vessel["accuracy"],
+        "sensitivity": vessel["sensitivity"],
+        "specificity": vessel["specificity"],
+        "threshold": config["postprocessing"]["thresholds"]["vessel"],
+        "training_seconds": round(train_seconds, 1),
+        "inference_seconds_per_image": round(per_image, 2),
+        "tta": args.tta,
+        "folds": args.folds,
+        "epochs": config["training"]["epochs"],
+        "network": config["network"],
+        "patch_size": config["patch_size"],
+        "cpu_threads": torch.get_num_threads(),
+    }
+    (args.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(format_leaderboard(result))
+    print(
+        f"DRIVE {figures['evaluation']}: F1 {figures['f1']:.4f}  AUC {figures['auc']:.4f}  "
+        f"accuracy {figures['accuracy']:.4f}  sensitivity {figures['sensitivity']:.4f}  "
+        f"specificity {figures['specificity']:.4f}  (threshold {figures['threshold']:.2f})"
+    )
+    print(
+        f"training {train_seconds / 60:.1f} min for {args.folds} folds x {figures['epochs']} epochs on "
+        f"{figures['cpu_threads']} CPU threads; inference {per_image:.2f} s per image with TTA {args.tta}"
+    )
+    print("targets (DRIVE test set): F1 >= 0.80, AUC >= 0.975; published U-Nets 0.81-0.83 / 0.975-0.98")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

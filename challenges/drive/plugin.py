@@ -1,0 +1,136 @@
+"""The DRIVE plugin: retinal vessel segmentation, scored inside the field of view (REFERENCE.md §5)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from eyegc.challenges.drive.layout import (
+    IMAGE_SIZE,
+    list_drive_cases,
+    read_drive_fov,
+    read_drive_image,
+    read_drive_mask,
+)
+from eyegc.challenges.drive.metric import DriveVesselMetric
+from eyegc.challenges.drive.submission import (
+    read_drive_masks,
+    read_drive_probabilities,
+    read_drive_submission,
+    write_drive_prediction,
+    write_drive_submission,
+)
+from eyegc.common.errors import DataError
+from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
+
+__all__ = ["DriveVessels", "drive_vessels"]
+
+
+@dataclass(frozen=True)
+class DriveVessels:
+    """DRIVE vessels: one sigmoid channel on 565×584 colour fundus images, scored inside the FOV.
+
+    ``channels`` ``"rgb"`` (default) feeds all three colours, ``"green"`` the green channel only
+    (where vessel contrast is highest); ``fov_missing`` says what a case without its FOV mask gets.
+    The container sockets are this project's choice (DRIVE on grand-challenge took result images).
+    """
+
+    name: str = "drive-vessels"
+    challenge: str = "drive"
+    title: str = "DRIVE — retinal vessel segmentation (F1 and AUC inside the field of view)"
+    kind: TaskKind = TaskKind.MULTILABEL_SEGMENTATION
+    classes: tuple[ClassSpec, ...] = (ClassSpec(key="vessel", name="Retinal vessels", folder="1st_manual"),)
+    channels: Literal["rgb", "green"] = "rgb"
+    fov_missing: Literal["estimate", "error"] = "estimate"
+    image_size: tuple[int, int] | None = IMAGE_SIZE
+    defaults: ModelDefaults = field(
+        default_factory=lambda: ModelDefaults(
+            network="UNet",
+            network_kwargs={"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1},
+            patch_size=96,
+            working_scale=1.0,
+            batch_size=16,
+            epochs=40,
+            learning_rate=3e-3,
+            loss="dice_bce",
+            folds=5,
+            patches_per_image=16,
+        )
+    )
+    allowed_tta: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "none": ("identity",),
+            "flip": ("identity", "flip_lr", "flip_ud"),
+            "dihedral": DIHEDRAL_OPS,
+        }
+    )
+    metric: DriveVesselMetric = field(default_factory=DriveVesselMetric)
+    input_sockets: tuple[Socket, ...] = (Socket(slug="color-fundus-image", relative_path="images/color-fundus"),)
+    output_sockets: tuple[Socket, ...] = (
+        Socket("vessel-segmentation", "images/vessel-segmentation", kind="Segmentation", class_key="vessel"),
+        Socket(
+            "vessel-probability",
+            "images/vessel-probability",
+            kind="Heat Map",
+            class_key="vessel",
+            content="probability",
+        ),
+    )
+
+    @property
+    def in_channels(self) -> int:
+        """3 for RGB input, 1 for the green channel."""
+        return 3 if self.channels == "rgb" else 1
+
+    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+        """Cases of ``training/`` or ``test/`` (the root, or the split folder itself)."""
+        return list_drive_cases(root, split, require_labels=require_labels)
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """A 565×584 8-bit RGB image as ``(3, 584, 565)``, or its green channel ``(1, 584, 565)``."""
+        return read_drive_image(path, channels=self.channels)
+
+    def read_target(self, case: Case) -> np.ndarray:
+        """The manual vessel mask as ``(1, 584, 565)`` uint8 0/1."""
+        if case.labels is None or case.labels.get("vessel") is None:
+            raise DataError(f"case {case.case_id} has no manual vessel annotation (1st_manual/*.gif)")
+        return read_drive_mask(case.labels["vessel"])[None]
+
+    def read_roi(self, case: Case) -> np.ndarray:
+        """The field-of-view mask (``mask/*_mask.gif``; estimated from the image when absent, by default)."""
+        return read_drive_fov(case, fov_missing=self.fov_missing)
+
+    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
+        """``out/<case>.png`` (8-bit probability) and ``out/masks/<case>.png`` (0/255)."""
+        write_drive_prediction(out, case_id, masks, probabilities)
+
+    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
+        """Masks from a prediction folder or a submission zip (read lazily)."""
+        pred = Path(pred)
+        if pred.is_file() and pred.suffix.lower() == ".zip":
+            return read_drive_submission(pred, case_ids)[0]
+        return read_drive_masks(pred, case_ids)
+
+    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
+        """Probability maps (AUC needs them) from a prediction folder or a submission zip."""
+        pred = Path(pred)
+        if pred.is_file() and pred.suffix.lower() == ".zip":
+            return read_drive_submission(pred, case_ids)[1]
+        return read_drive_probabilities(pred, case_ids)
+
+    def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
+        """A zip of the probability maps named as the images (``01_test.png`` …)."""
+        return write_drive_submission(pred, out, **options)
+
+    def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
+        """Synthetic fundus images with vessel trees in the official layout (20 per split at most)."""
+        from eyegc.challenges.drive.sample_data import make_drive_sample_data
+
+        make_drive_sample_data(out, cases=cases, test_cases=test_cases, seed=seed)
+
+
+#: The registered instance (entry point ``eyegc.tasks: drive-vessels``).
+drive_vessels = DriveVessels()
