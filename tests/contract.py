@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from conftest import tiny_train_config
 from eyegc.common.bundle import load_bundle
+from eyegc.common.classification import max_num_classes
 from eyegc.common.errors import DataError, EyegcError
 from eyegc.common.evaluation import evaluate_predictions
 from eyegc.common.inference import predict_folder, tta_ops_for
-from eyegc.common.classification import max_num_classes
 from eyegc.common.losses import CLASSIFICATION_LOSSES, LOSSES
 from eyegc.common.networks import CLASSIFIERS, NETWORKS
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
