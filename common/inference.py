@@ -13,7 +13,7 @@ from eyegc.common.bundle import Bundle, load_bundle
 from eyegc.common.errors import BundleError, DataError
 from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir, split_image_suffix
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
-from eyegc.common.postprocessing import postprocess
+from eyegc.common.postprocessing import plugin_postprocess
 from eyegc.common.preprocessing import prepare_image, resize_probabilities
 from eyegc.common.registry import look_up_option
 from monai.inferers import sliding_window_inference
@@ -204,8 +204,7 @@ class Predictor:
         """Final masks ``(C, H, W)`` uint8 0/1 (label map for softmax tasks; grades for classification) and
         the probabilities."""
         probs = self.probabilities(image)
-        classes = [c.key for c in self.plugin.classes]
-        return postprocess(probs, self.plugin.kind, classes, self.postprocessing), probs
+        return plugin_postprocess(self.plugin, probs, self.postprocessing), probs
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -9,7 +9,7 @@ import numpy as np
 from eyegc.common.plugin import TaskKind
 from scipy import ndimage
 
-__all__ = ["DEFAULT_POSTPROCESSING", "binarize", "postprocess", "remove_small_components"]
+__all__ = ["DEFAULT_POSTPROCESSING", "binarize", "plugin_postprocess", "postprocess", "remove_small_components"]
 
 DEFAULT_POSTPROCESSING: dict[str, Any] = {"threshold": 0.5, "min_component_size": 0}
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -54,3 +54,15 @@ def postprocess(
     thresholds = [float(settings.get("thresholds", {}).get(c, DEFAULT_POSTPROCESSING["threshold"])) for c in classes]
     sizes = [int(settings.get("min_component_size", {}).get(c, 0)) for c in classes]
     return binarize(probabilities, thresholds, sizes)
+
+
+def plugin_postprocess(plugin: Any, probabilities: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+    """The task's own ``postprocess(probabilities, settings)`` if it has one (GOALS layer order), else the shared one.
+
+    Training's model selection, ``eyegc predict`` and the container all go through here, so
+    they apply the same final step.
+    """
+    own = getattr(plugin, "postprocess", None)
+    if callable(own):
+        return own(probabilities, settings)
+    return postprocess(probabilities, plugin.kind, [c.key for c in plugin.classes], settings)

@@ -32,7 +32,7 @@ from eyegc.common.inference import predict_with_tta, resolve_device
 from eyegc.common.losses import build_loss
 from eyegc.common.networks import CLASSIFIERS, NETWORKS, load_pretrained
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
-from eyegc.common.postprocessing import postprocess
+from eyegc.common.postprocessing import plugin_postprocess, postprocess
 from eyegc.common.preprocessing import prepare_image, prepare_target, resize_probabilities
 from eyegc.common.registry import look_up_option
 from monai.data import DataLoader, Dataset
@@ -317,7 +317,7 @@ def _validate(
             )
             full = resize_probabilities(probs.float().cpu(), data.targets[case_id].shape[-2:]).numpy()
             probabilities[case_id] = full.astype(np.float16)
-            predictions.append(postprocess(full, plugin.kind, config["classes"], {}))
+            predictions.append(plugin_postprocess(plugin, full, {}))
     targets = [data.targets[c] for c in ids]
     rois = [data.rois.get(c) for c in ids]
     result = plugin.metric(

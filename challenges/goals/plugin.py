@@ -1,0 +1,219 @@
+"""The GOALS plugins: OCT layer segmentation and glaucoma classification (REFERENCE.md §3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eyegc.challenges.goals.encoding import (
+    BACKGROUND_VALUE,
+    LAYER_VALUES,
+    read_goals_image,
+    read_layer_mask,
+)
+from eyegc.challenges.goals.layout import IMAGE_SIZE, list_goals_glaucoma_cases, list_goals_layer_cases
+from eyegc.challenges.goals.metric import GlaucomaMetric, GoalsLayerMetric
+from eyegc.challenges.goals.postprocessing import anatomical_layers
+from eyegc.challenges.goals.submission import (
+    read_goals_glaucoma_submission,
+    read_goals_layer_predictions,
+    write_goals_layer_prediction,
+    write_goals_submission,
+)
+from eyegc.common.classification import read_classification_cases, write_classification_case
+from eyegc.common.errors import DataError
+from eyegc.common.lazy import LazySequence
+from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket, TaskKind
+
+__all__ = ["GoalsGlaucoma", "GoalsLayers", "goals_glaucoma", "goals_layers"]
+
+_LAYER_NAMES = {
+    "rnfl": "Retinal nerve fibre layer",
+    "gcipl": "Ganglion cell–inner plexiform layer",
+    "choroid": "Choroid",
+}
+#: OCT B-scans are not symmetric top-bottom (vitreous above, sclera below): left-right flips only.
+_OCT_TTA: dict[str, tuple[str, ...]] = {"none": ("identity",), "flip": ("identity", "flip_lr")}
+
+
+@dataclass(frozen=True)
+class GoalsLayers:
+    """GOALS task 1: background + RNFL, GCIPL, choroid as a 4-class softmax on 1100×800 B-scans.
+
+    ``anatomical`` applies the layer-order postprocessing (per column: vitreous, RNFL, GCIPL,
+    retina, choroid, sclera, each layer one band) to the probabilities instead of a plain argmax;
+    a bundle's ``postprocessing.anatomical`` overrides it.
+    """
+
+    name: str = "goals-layers"
+    challenge: str = "goals"
+    title: str = "GOALS task 1 — OCT layer segmentation (RNFL, GCIPL, choroid)"
+    kind: TaskKind = TaskKind.MULTICLASS_SEGMENTATION
+    classes: tuple[ClassSpec, ...] = (
+        ClassSpec(key="other", name="Everything else", value=BACKGROUND_VALUE),
+        *(ClassSpec(key=k, name=_LAYER_NAMES[k], value=v) for k, v in LAYER_VALUES.items()),
+    )
+    in_channels: int = 1
+    image_size: tuple[int, int] | None = IMAGE_SIZE
+    anatomical: bool = True
+    defaults: ModelDefaults = field(
+        default_factory=lambda: ModelDefaults(
+            network="UNet",
+            network_kwargs={"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2},
+            patch_size=256,
+            working_scale=0.5,
+            batch_size=8,
+            epochs=100,
+            learning_rate=2e-3,
+            loss="dice_bce",
+            folds=5,
+            patches_per_image=4,
+        )
+    )
+    allowed_tta: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(_OCT_TTA))
+    metric: GoalsLayerMetric = field(default_factory=GoalsLayerMetric)
+    input_sockets: tuple[Socket, ...] = (Socket(slug="oct-b-scan", relative_path="images/oct-b-scan"),)
+    output_sockets: tuple[Socket, ...] = (
+        Socket("oct-layer-segmentation", "images/oct-layer-segmentation", kind="Segmentation", content="label_map"),
+    )
+
+    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+        """``Train/`` (train) or ``Validation/`` (test) cases with their layer masks."""
+        return list_goals_layer_cases(root, split, require_labels=require_labels)
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """A 1100×800 grey B-scan as ``(1, 800, 1100)`` uint8."""
+        return read_goals_image(path)
+
+    def read_target(self, case: Case) -> np.ndarray:
+        """The layer mask decoded to class indices ``(1, 800, 1100)`` (0 other, 1 RNFL, 2 GCIPL, 3 choroid)."""
+        if case.labels is None:
+            raise DataError(f"case {case.case_id} has no layer mask")
+        return read_layer_mask(case.labels["layers"])
+
+    def read_roi(self, case: Case) -> None:
+        """Every pixel counts."""
+        return None
+
+    def postprocess(self, probabilities: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+        """``(1, H, W)`` class indices: layer-order postprocessing or the argmax."""
+        if bool(settings.get("anatomical", self.anatomical)):
+            return anatomical_layers(probabilities)[None]
+        return np.argmax(probabilities, axis=0).astype(np.uint8)[None]
+
+    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
+        """``out/Layer_Segmentations/<case>.png`` in the official 0/80/160/255 encoding."""
+        write_goals_layer_prediction(out, case_id, masks)
+
+    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
+        """Class-index maps from a prediction folder or a submission zip."""
+        return read_goals_layer_predictions(pred, case_ids)
+
+    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> None:
+        """The layer metrics score label maps only."""
+        return None
+
+    def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
+        """The GOALS zip: ``Layer_Segmentations/*.png`` (+ ``Classification_Results.csv`` with ``glaucoma_pred``)."""
+        return write_goals_submission(pred, out, **options)
+
+    def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
+        """Synthetic B-scans with layered bands, masks and glaucoma labels in the official layout."""
+        from eyegc.challenges.goals.sample_data import make_goals_sample_data
+
+        make_goals_sample_data(out, cases=cases, test_cases=test_cases, seed=seed)
+
+
+@dataclass(frozen=True)
+class GoalsGlaucoma:
+    """GOALS task 2: glaucoma (1) or not (0) from one B-scan; ranked by ROC AUC of the likelihood."""
+
+    name: str = "goals-glaucoma"
+    challenge: str = "goals"
+    title: str = "GOALS task 2 — glaucoma classification (AUC)"
+    kind: TaskKind = TaskKind.CLASSIFICATION
+    classes: tuple[ClassSpec, ...] = (ClassSpec(key="glaucoma", name="Glaucoma", num_classes=2),)
+    in_channels: int = 1
+    image_size: tuple[int, int] | None = IMAGE_SIZE
+    defaults: ModelDefaults = field(
+        default_factory=lambda: ModelDefaults(
+            network="ResNet",
+            network_kwargs={"depth": 18},
+            patch_size=0,
+            batch_size=16,
+            epochs=60,
+            learning_rate=1e-3,
+            loss="ce",
+            folds=5,
+            input_size=(400, 552),
+        )
+    )
+    allowed_tta: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(_OCT_TTA))
+    metric: GlaucomaMetric = field(default_factory=GlaucomaMetric)
+    input_sockets: tuple[Socket, ...] = (Socket(slug="oct-b-scan", relative_path="images/oct-b-scan"),)
+    output_sockets: tuple[Socket, ...] = (
+        Socket(
+            "glaucoma-likelihood",
+            "glaucoma-likelihood.json",
+            super_kind="Value",
+            kind="Float",
+            class_key="glaucoma",
+            content="likelihood",
+        ),
+    )
+
+    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+        """``Train/`` (train) or ``Validation/`` (test) cases with labels from the ``*_GC_GT`` sheet."""
+        return list_goals_glaucoma_cases(root, split, require_labels=require_labels)
+
+    def read_image(self, path: Path) -> np.ndarray:
+        """A 1100×800 grey B-scan as ``(1, 800, 1100)`` uint8."""
+        return read_goals_image(path)
+
+    def read_target(self, case: Case) -> np.ndarray:
+        """``(1,)`` int64: 1 glaucoma, 0 normal."""
+        if case.labels is None:
+            raise DataError(f"case {case.case_id} has no glaucoma label")
+        return np.array([case.labels["glaucoma"]], dtype=np.int64)
+
+    def read_roi(self, case: Case) -> None:
+        """Classification has no field of view."""
+        return None
+
+    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
+        """``out/<case>.json`` with the label (at the tuned threshold) and the likelihood."""
+        write_classification_case(out, case_id, self.classes, masks, probabilities)
+
+    def _read(self, pred: Path, case_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        pred = Path(pred)
+        if pred.is_file():
+            return read_goals_glaucoma_submission(pred, case_ids)
+        return read_classification_cases(pred, case_ids, self.classes)
+
+    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
+        """Labels from a prediction folder, ``Classification_Results.csv`` or the submission zip."""
+        grades, _ = self._read(pred, case_ids)
+        return LazySequence(len(grades), lambda i: grades[i])
+
+    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
+        """``(1, 2)`` probabilities per case (the AUC ranks the glaucoma likelihood)."""
+        _, probs = self._read(pred, case_ids)
+        return LazySequence(len(probs), lambda i: probs[i])
+
+    def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
+        """The GOALS zip with ``Classification_Results.csv`` (+ ``Layer_Segmentations/`` with ``layers_pred``)."""
+        return write_goals_submission(None, out, glaucoma_pred=pred, **options)
+
+    def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
+        """Synthetic B-scans (glaucoma cases with a thinner RNFL) in the official layout."""
+        from eyegc.challenges.goals.sample_data import make_goals_sample_data
+
+        make_goals_sample_data(out, cases=cases, test_cases=test_cases, seed=seed)
+
+
+#: The registered instances (entry points ``goals-layers`` and ``goals-glaucoma``).
+goals_layers = GoalsLayers()
+goals_glaucoma = GoalsGlaucoma()
