@@ -236,6 +236,12 @@ def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None 
         fold = int(Path(name).parent.name.split("_")[1])
         if wanted is not None and fold not in wanted:
             continue
+        if config.get("backend", "torch") == "paddle":
+            from eyegc.common.paddle_backend import load_paddle_fold
+
+            network = load_paddle_fold(config, run / name)
+            bundle.folds.append(FoldModel(fold=fold, network=network))  # type: ignore[arg-type]
+            continue
         network = build_from_config(config)
         try:
             state = torch.load(run / name, map_location="cpu", weights_only=True)

@@ -20,6 +20,13 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _json_object(text: str, option: str) -> dict:
     try:
         value = json.loads(text)
@@ -71,6 +78,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         tune=not args.no_tune,
+        backend=args.backend,
+        extra={"input_size": args.input_size} if args.input_size else {},
     )
     try:
         run = train(get_task(args.task), args.data, args.out, cfg, resume=args.resume)
@@ -146,9 +155,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_submission(args: argparse.Namespace) -> int:
     from eyegc.common.registry import get_task
 
-    out = get_task(args.task).write_submission(args.pred, args.out, team=args.team, overwrite=args.overwrite)
+    options: dict[str, object] = {"overwrite": args.overwrite}
+    if args.team:
+        options["team"] = args.team
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EyegcError(f"--option {item!r}: use KEY=VALUE, e.g. --option header=ImgName,GC_Pred")
+        options[key.replace("-", "_")] = _option_value(value)
+    try:
+        out = get_task(args.task).write_submission(args.pred, args.out, **options)
+    except TypeError as exc:  # an option this task's writer does not take
+        raise EyegcError(f"{args.task} submission: {exc}") from None
     print(f"submission written to {out}")
     return 0
+
+
+def _option_value(text: str) -> object:
+    """``--option`` values: JSON when it parses (numbers, true/false), comma lists as tuples, else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return tuple(text.split(",")) if "," in text else text
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -164,6 +192,47 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"stage seconds: {demo.seconds}")
     print(f"data {demo.data}\nmodel bundle {demo.run}\npredictions {demo.predictions}\nsubmission {demo.submission}")
+    return 0
+
+
+def _cmd_thickness_model(args: argparse.Namespace) -> int:
+    from eyegc.challenges.goals.thickness_model import (
+        describe_thickness_model,
+        fit_thickness_model,
+        predict_thickness_model,
+    )
+
+    if args.action == "fit":
+        if args.data is None:
+            raise EyegcError("thickness-model fit needs --data (the GOALS root)")
+        summary = fit_thickness_model(
+            args.layers_model or [],
+            args.data,
+            args.out,
+            source=args.source,
+            sectors=args.sectors,
+            C=args.C,
+            folds=args.folds,
+            seed=args.seed,
+            tta=args.tta or "none",
+            device=args.device,
+            overwrite=args.overwrite,
+        )
+        print(describe_thickness_model(summary))
+        print(f"thickness model written to {args.out}")
+        return 0
+    if args.model is None or args.images is None:
+        raise EyegcError("thickness-model predict needs --model MODEL and --images DIR")
+    summary = predict_thickness_model(
+        args.model,
+        args.images,
+        args.out,
+        tta=args.tta,
+        device=args.device,
+        layers_models=args.layers_model,
+        overwrite=args.overwrite,
+    )
+    print(f"{summary['cases']} case(s) predicted into {args.out} ({summary['positives']} glaucoma)")
     return 0
 
 
@@ -221,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-tune", action="store_true", help="skip threshold tuning at the end")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "paddle"],
+        help="classification tasks: paddle trains a PaddlePaddle ResNet (pip install '.[paddle]')",
+    )
+    p.add_argument("--input-size", type=_ints, help="classification: the H,W every image is resized to")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -255,9 +331,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     p.add_argument("--pred", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--team", required=True)
+    p.add_argument("--team", help="team name (DRAC22: required, names the folder inside the zip)")
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a task-specific submission option, repeatable: GOALS layers_pred=DIR, glaucoma_pred=DIR, "
+        "header=ImgName,GC_Pred, glaucoma_value=probability|label; DRIVE include_masks=true; IDRiD grading "
+        "columns=A,B,C",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_submission)
+
+    p = sub.add_parser(
+        "thickness-model",
+        help="GOALS glaucoma: logistic regression on RNFL/GCIPL thickness profiles from a goals-layers model",
+    )
+    p.add_argument("action", choices=["fit", "predict"])
+    p.add_argument("--data", type=Path, help="fit: GOALS data root (Train/ with the label sheet)")
+    p.add_argument("--out", type=Path, required=True, help="fit: the model folder; predict: the prediction folder")
+    p.add_argument("--layers-model", type=Path, action="append", help="goals-layers bundle (repeatable)")
+    p.add_argument("--source", choices=["predicted", "truth"], default="predicted", help="fit: layer maps to use")
+    p.add_argument("--sectors", type=int, default=12, help="fit: column sectors per layer (default 12)")
+    p.add_argument("--C", type=float, default=1.0, help="fit: inverse regularisation strength")
+    p.add_argument("--folds", type=int, default=5, help="fit: cross-validation folds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", type=Path, help="predict: the fitted model folder")
+    p.add_argument("--images", type=Path, help="predict: a folder of B-scans")
+    p.add_argument("--tta", help="TTA of the layer model (fit default none; predict default: as fitted)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_thickness_model)
     return parser
 
 

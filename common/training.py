@@ -78,6 +78,8 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     tune: bool = True
+    #: "torch" (MONAI networks) or "paddle" (classification tasks; eyegc.common.paddle_backend).
+    backend: str = "torch"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -459,7 +461,9 @@ def _train_fold(
         score, _ = _validate(plugin, network, data, split["val"], config, device)
         history["loss"].append(float(np.mean(losses)))
         history["metric"].append(score)
-        if score > best["score"]:
+        # The first epoch is always kept: a metric that is NaN on every epoch (AUC on a one-class fold) must still
+        # leave weights behind.
+        if best["epoch"] == 0 or score > best["score"]:
             best = {"epoch": epoch + 1, "score": score}
             _save_atomic(network.state_dict(), fold_dir / WEIGHTS_NAME)
         _save_atomic(
@@ -537,6 +541,15 @@ def train(
     """
     cfg = cfg or TrainConfig()
     run, data_root = Path(run), Path(data_root)
+    backend = look_up_option(cfg.backend, ("torch", "paddle"), what="backend")
+    if resume and (run / "bundle.json").is_file():
+        backend = read_config(run).get("backend", "torch")
+    if backend == "paddle":
+        if plugin.kind != TaskKind.CLASSIFICATION:
+            raise EyegcError(f"the paddle backend trains classification tasks; {plugin.name} is {plugin.kind.value}")
+        from eyegc.common.paddle_backend import train_paddle
+
+        return train_paddle(plugin, data_root, run, cfg, resume=resume)
     config = _prepare_run(plugin, data_root, run, cfg, resume)
     fresh = not resume
     try:

@@ -177,8 +177,8 @@ def _sample_cases(plugin: Any, data: Path, work: Path, max_cases: int) -> list[S
 # -- wheelhouse and build -----------------------------------------------------------------------
 
 
-def _project_requirements(wheel: Path) -> list[str]:
-    """The project's runtime requirements (no extras), read from the built wheel's METADATA."""
+def _project_requirements(wheel: Path, extras: Sequence[str] = ()) -> list[str]:
+    """The project's runtime requirements (plus those of ``extras``), read from the built wheel's METADATA."""
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(name).decode()
@@ -188,11 +188,15 @@ def _project_requirements(wheel: Path) -> list[str]:
             spec = line.split(":", 1)[1].strip()
             if "extra ==" not in spec:
                 requirements.append(spec)
+            elif any(f'extra == "{e}"' in spec for e in extras):
+                requirements.append(spec.split(";", 1)[0].strip())
     return requirements
 
 
-def _wheelhouse(python: str, work: Path, refresh: bool) -> tuple[Path, Path, list[str]]:
+def _wheelhouse(python: str, work: Path, refresh: bool, extras: Sequence[str] = ()) -> tuple[Path, Path, list[str]]:
     """Build the project wheel (always) and the pinned dependency wheels (cached by a stamp).
+
+    ``extras`` adds optional dependencies a bundle needs (``paddle`` for a PaddlePaddle bundle).
 
     Returns:
         The project wheel, the dependency folder and the requirements written beside it.
@@ -219,7 +223,7 @@ def _wheelhouse(python: str, work: Path, refresh: bool) -> tuple[Path, Path, lis
             env=env,
         )
     wheel = next(project_dir.glob("eyegc-*.whl"))
-    requirements = _project_requirements(wheel)
+    requirements = _project_requirements(wheel, extras)
 
     deps_dir = work / "wheelhouse" / "deps"
     constraints = REPO / "constraints.txt"
@@ -683,7 +687,11 @@ def _submit(args: argparse.Namespace) -> int:
         if base["torch"]:
             _say(f"base image provides torch {base['torch'][0]} (CUDA {base['torch'][1]}); it is kept")
         started = time.perf_counter()
-        wheel, deps_dir, _ = _wheelhouse(python, work, args.refresh_wheelhouse)
+        backends = {json.loads((b.path / "bundle.json").read_text()).get("backend", "torch") for b in staged}
+        extras = ["paddle"] if "paddle" in backends else []
+        if extras:
+            _say("a bundle uses the paddle backend: the image gets the paddle extra (paddlepaddle, CPU build)")
+        wheel, deps_dir, _ = _wheelhouse(python, work, args.refresh_wheelhouse, extras)
         timings["wheelhouse"] = round(time.perf_counter() - started, 1)
         context = _assemble_context(work, wheel, deps_dir, work / "bundles")
         build_log = work / "docker-build.log"

@@ -14,6 +14,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing eyegc and its pinned dependencies into .venv (CPU torch from constraints.txt)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch==2.13.0 is pinned in constraints.txt: an unpinned torch would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,paddle]"
   echo "$want" > "$stamp"
 fi

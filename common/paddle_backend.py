@@ -1,0 +1,677 @@
+"""A PaddlePaddle backend for classification tasks (GOALS glaucoma, IDRiD grading).
+
+``eyegc train TASK --backend paddle`` trains a ``paddle.vision`` ResNet (depth 18, 34 or 50;
+50 by default, as the challenge reports used) and writes the same run folder as the torch
+path, so tuning, evaluation, prediction and the container work unchanged::
+
+    RUN/bundle.json               "backend": "paddle", "network": {"name": "PaddleResNet", "kwargs": {"depth": 50}}
+    RUN/splits.json               the deterministic k-fold split (:func:`eyegc.common.training.make_splits`)
+    RUN/fold_<k>/model.pdparams   best-epoch weights: ``paddle.save(model.state_dict())``
+    RUN/checksums.sha256          as for every bundle
+    RUN/fold_<k>/checkpoint.pdckpt, history.json, training_curve.png, RUN/oof/*.npz   training artefacts
+
+Choices:
+
+* Input channels: the network takes the task's own channel count. For anything but 3 channels
+  (GOALS B-scans are grey) the first convolution is replaced by one with that many inputs; a
+  3-channel ``--pretrained`` first convolution is summed over its inputs into a 1-channel one
+  (the same as feeding the grey image three times).
+* Augmentation (numpy, seeded per epoch): random flips within the task's allowed TTA ops (left-right;
+  up-down where allowed), intensity scaling (±15 %, p 0.5) and Gaussian noise (σ 0.05, p 0.2), as the
+  torch path's intensity steps; its small rotations and elastic warps are left out.
+* Optimiser and schedule as the torch path: AdamW (weight decay 1e-4), learning rate decayed
+  per epoch by ``(1 - epoch / epochs) ** 0.9``; loss: cross-entropy per head, averaged (weighted by
+  ``--class-weights``, one per head), as :class:`eyegc.common.losses.MultiHeadCrossEntropy`.
+* Weights stay in Paddle's own ``.pdparams`` format but are read back with an unpickler that only
+  rebuilds numpy arrays, so loading a bundle or checkpoint never runs code from it (``paddle.load`` would).
+* Every epoch ends with a checkpoint; ``resume=True`` continues exactly (CPU).
+
+PaddlePaddle is an optional extra (``pip install 'eyegc[paddle]'``) imported only inside these
+functions; without it, :func:`require_paddle` raises one clear :class:`EyegcError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from eyegc.common.errors import BundleError, EyegcError
+from eyegc.common.plugin import TaskKind, TaskPlugin
+from eyegc.common.postprocessing import postprocess
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from eyegc.common.training import EpochCallback, TrainConfig
+
+__all__ = [
+    "PADDLE_DEPTHS",
+    "PADDLE_NETWORK",
+    "PADDLE_WEIGHTS_NAME",
+    "PaddleNetwork",
+    "build_paddle_network",
+    "load_paddle_fold",
+    "load_paddle_state",
+    "paddle_device",
+    "require_paddle",
+    "train_paddle",
+]
+
+#: ``config["network"]["name"]`` of a paddle bundle.
+PADDLE_NETWORK = "PaddleResNet"
+#: the ResNet depths ``paddle.vision.models`` offers here.
+PADDLE_DEPTHS: tuple[int, ...] = (18, 34, 50)
+#: per-fold weights file of a paddle bundle.
+PADDLE_WEIGHTS_NAME = "model.pdparams"
+CHECKPOINT_NAME = "checkpoint.pdckpt"
+DEFAULT_DEPTH = 50
+MISSING_PADDLE = "the paddle backend needs PaddlePaddle: pip install 'eyegc[paddle]' (CPU) or paddlepaddle-gpu"
+
+
+def require_paddle() -> ModuleType:
+    """Import PaddlePaddle, or raise one clear :class:`EyegcError` naming the extra.
+
+    Raises:
+        EyegcError: paddle is not installed (or cannot be imported).
+    """
+    try:
+        with warnings.catch_warnings():
+            # paddle's C++-extension helper warns about ccache on every import.
+            warnings.filterwarnings("ignore", message=".*ccache.*")
+            import paddle
+    except ImportError:
+        raise EyegcError(MISSING_PADDLE) from None
+    return paddle
+
+
+# ---------------------------------------------------------------- network and weights
+
+
+def _depth(kwargs: dict[str, Any]) -> int:
+    unknown = sorted(set(kwargs) - {"depth"})
+    if unknown:
+        raise EyegcError(
+            f"{PADDLE_NETWORK} takes only depth ({', '.join(map(str, PADDLE_DEPTHS))}); "
+            f"drop --network-kwargs {', '.join(unknown)}"
+        )
+    depth = kwargs.get("depth", DEFAULT_DEPTH)
+    if isinstance(depth, bool) or not isinstance(depth, (int, str)) or str(depth) not in map(str, PADDLE_DEPTHS):
+        raise EyegcError(f"{PADDLE_NETWORK} depth {depth!r} is not one of {', '.join(map(str, PADDLE_DEPTHS))}")
+    return int(depth)
+
+
+def _head_sizes(config: dict[str, Any]) -> list[int]:
+    return [int(n) for n in config["head_classes"]]
+
+
+def build_paddle_network(config: dict[str, Any]) -> Any:
+    """The untrained ``paddle.nn.Layer`` a paddle bundle config describes, on paddle's current device.
+
+    A ``paddle.vision.models.resnet{depth}`` with ``sum(head_classes)`` outputs; its first
+    convolution takes ``config["in_channels"]`` channels.
+    """
+    paddle = require_paddle()
+    net = config["network"]
+    if net.get("name") != PADDLE_NETWORK:
+        raise BundleError(f"network {net.get('name')!r} is not a paddle network ({PADDLE_NETWORK})")
+    depth = _depth(dict(net.get("kwargs") or {}))
+    builder = {18: paddle.vision.models.resnet18, 34: paddle.vision.models.resnet34, 50: paddle.vision.models.resnet50}
+    model = builder[depth](pretrained=False, num_classes=sum(_head_sizes(config)))
+    in_channels = int(config["in_channels"])
+    if in_channels != 3:
+        model.conv1 = paddle.nn.Conv2D(in_channels, 64, kernel_size=7, stride=2, padding=3, bias_attr=False)
+    return model
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, numbers, strings and numpy arrays; any other global is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a weights file")
+
+
+def _read_pickle(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        return _ArrayUnpickler(handle, encoding="latin1").load()
+
+
+def load_paddle_state(path: Path) -> dict[str, np.ndarray]:
+    """A state dict saved by ``paddle.save(layer.state_dict(), path)``, as numpy arrays, without running code.
+
+    Raises:
+        EyegcError: the file is missing, is not a paddle state dict, or holds objects other than arrays.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EyegcError(f"weights file not found: {path}")
+    try:
+        state = _read_pickle(path)
+    except Exception as exc:
+        raise EyegcError(
+            f"cannot read a paddle state dict from {path} ({str(exc).splitlines()[0][:120]}); "
+            "save weights with paddle.save(layer.state_dict(), PATH)"
+        ) from None
+    if not isinstance(state, dict):
+        raise EyegcError(f"{path} holds a {type(state).__name__}, not a paddle state dict")
+    if "UnpackBigParamInfor@@" in state:
+        raise EyegcError(f"{path} splits parameters over 4 GB; save it with protocol 4")
+    state.pop("StructuredToParameterName@@", None)
+    arrays = {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
+    if len(arrays) != len(state):
+        raise EyegcError(f"{path} is not a paddle state dict (entries other than arrays)")
+    return arrays
+
+
+def _set_weights(model: Any, state: dict[str, np.ndarray], path: Path) -> None:
+    """Load ``state`` into ``model`` exactly (every key, every shape) or raise a BundleError naming ``path``."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        raise BundleError(
+            f"weights {path} do not fit the bundle's network (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, other shapes {wrong[:3]}); the bundle is damaged"
+        )
+    model.set_state_dict(state)
+
+
+def _load_pretrained(model: Any, path: Path) -> tuple[list[str], list[str]]:
+    """Load a user's paddle state dict (never downloaded) where names and shapes match.
+
+    A 3-channel first convolution is summed over its inputs for a 1-channel network; the
+    classifier (other number of outputs) is skipped.
+
+    Returns:
+        The missing and the skipped keys.
+    """
+    state = load_paddle_state(path)
+    own = model.state_dict()
+    conv = state.get("conv1.weight")
+    if conv is not None and "conv1.weight" in own:
+        wanted = tuple(own["conv1.weight"].shape)
+        if conv.ndim == 4 and wanted[1] == 1 and conv.shape[1] == 3 and wanted[0] == conv.shape[0]:
+            state["conv1.weight"] = conv.sum(axis=1, keepdims=True)
+    usable = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not usable:
+        raise EyegcError(f"no tensor in {path} matches the {PADDLE_NETWORK} parameter names and shapes")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skip loading for")  # reported in the return value
+        model.set_state_dict(usable)
+    return sorted(set(own) - set(usable)), sorted(set(state) - set(usable))
+
+
+@contextlib.contextmanager
+def _paddle_device_scope(paddle: ModuleType, device: str) -> Iterator[None]:
+    """Run with paddle's global device set to ``device``, then restore it."""
+    previous = paddle.get_device()
+    paddle.set_device(device)
+    try:
+        yield
+    finally:
+        paddle.set_device(previous)
+
+
+def paddle_device(device: str | torch.device) -> str:
+    """eyegc's ``--device`` (``auto``, ``cpu``, ``cuda[:N]``) as a paddle device (``cpu``, ``gpu:N``).
+
+    Raises:
+        EyegcError: a GPU was asked for but this paddle has no CUDA or sees no GPU.
+    """
+    paddle = require_paddle()
+    name = str(device)
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if name == "auto":
+        return "gpu:0" if has_gpu else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name.split(":")[0] in ("cuda", "gpu"):
+        if not has_gpu:
+            raise EyegcError(
+                f"--device {name} was asked for but this PaddlePaddle sees no CUDA GPU "
+                "(install paddlepaddle-gpu on a GPU machine); use --device cpu"
+            )
+        index = name.split(":")[1] if ":" in name else "0"
+        return f"gpu:{int(index)}"
+    raise EyegcError(f"--device {name} is not auto, cpu or cuda[:N]")
+
+
+class PaddleNetwork:
+    """A paddle classifier that eyegc's torch inference can call like an ``nn.Module`` in eval mode.
+
+    Takes a ``(B, C, H, W)`` float torch tensor and returns ``(B, sum(head sizes))`` float32 torch
+    logits on the input's device, converting through numpy under ``paddle.no_grad()``.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.place = "cpu"
+        self.model.eval()
+
+    def to(self, device: str | torch.device) -> PaddleNetwork:
+        """Run on a CUDA GPU when asked and paddle has one (else stay on the CPU); returns self."""
+        paddle = require_paddle()
+        torch_device = torch.device(device)
+        wanted = "cpu"
+        if torch_device.type == "cuda" and paddle.device.is_compiled_with_cuda():
+            wanted = f"gpu:{torch_device.index or 0}"
+        if wanted != self.place:
+            self.model.to(device=wanted)
+            self.place = wanted
+        return self
+
+    def eval(self) -> PaddleNetwork:
+        """Eval mode (batch-norm running statistics); returns self."""
+        self.model.eval()
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        paddle = require_paddle()
+        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        with paddle.no_grad():
+            logits = self.model(paddle.to_tensor(array, place=_place(paddle, self.place))).numpy()
+        return torch.from_numpy(np.asarray(logits, dtype=np.float32)).to(x.device)
+
+
+def _place(paddle: ModuleType, device: str) -> Any:
+    if device.startswith("gpu"):
+        return paddle.CUDAPlace(int(device.split(":")[1]))
+    return paddle.CPUPlace()
+
+
+def load_paddle_fold(config: dict[str, Any], weights: Path) -> PaddleNetwork:
+    """One fold of a paddle bundle, on the CPU in eval mode, callable like a torch classifier.
+
+    Raises:
+        EyegcError: paddle is not installed.
+        BundleError: the weights cannot be read or do not fit the network.
+    """
+    paddle = require_paddle()
+    weights = Path(weights)
+    try:
+        state = load_paddle_state(weights)
+    except EyegcError as exc:
+        raise BundleError(f"cannot load weights {weights}: {exc}") from None
+    with _paddle_device_scope(paddle, "cpu"), paddle.utils.unique_name.guard():
+        model = build_paddle_network(config)
+    _set_weights(model, state, weights)
+    return PaddleNetwork(model)
+
+
+# ---------------------------------------------------------------- training
+
+
+def _seed(paddle: ModuleType, seed: int) -> None:
+    np.random.seed(seed % (2**32))
+    paddle.seed(seed)
+
+
+def _save_pickle_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        pickle.dump(obj, handle, protocol=4)
+    os.replace(tmp, path)
+
+
+def _save_weights_atomic(paddle: ModuleType, model: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    paddle.save(model.state_dict(), str(tmp))
+    os.replace(tmp, path)
+
+
+def _numpy_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in state.items()}
+
+
+def _augment(image: np.ndarray, ops: set[str], rng: np.random.Generator) -> np.ndarray:
+    """Flips within the allowed TTA ops, then intensity scaling and Gaussian noise (a new array)."""
+    out = image
+    if "flip_lr" in ops and rng.random() < 0.5:
+        out = out[..., ::-1]
+    if "flip_ud" in ops and rng.random() < 0.5:
+        out = out[..., ::-1, :]
+    out = np.array(out, dtype=np.float32)
+    if rng.random() < 0.5:
+        out *= np.float32(1.0 + rng.uniform(-0.15, 0.15))
+    if rng.random() < 0.2:
+        out += rng.normal(0.0, 0.05, size=out.shape).astype(np.float32)
+    return out
+
+
+def _loss(paddle: ModuleType, logits: Any, labels: Any, head_sizes: list[int], weights: list[float]) -> Any:
+    """Cross-entropy of each head on its slice of the logits, weighted mean over heads."""
+    total = None
+    for h, chunk in enumerate(paddle.split(logits, head_sizes, axis=1)):
+        term = paddle.nn.functional.cross_entropy(chunk, labels[:, h]) * weights[h]
+        total = term if total is None else total + term
+    return total / sum(weights)
+
+
+def _probabilities(paddle: ModuleType, model: Any, images: np.ndarray, head_sizes: list[int]) -> np.ndarray:
+    """Per-head softmax of a batch, ``(B, heads, max classes)`` float32, zero-padded."""
+    with paddle.no_grad():
+        logits = model(paddle.to_tensor(images)).numpy().astype(np.float32)
+    out = np.zeros((len(images), len(head_sizes), max(head_sizes)), dtype=np.float32)
+    start = 0
+    for h, size in enumerate(head_sizes):
+        chunk = logits[:, start : start + size]
+        chunk = np.exp(chunk - chunk.max(axis=1, keepdims=True))
+        out[:, h, :size] = chunk / chunk.sum(axis=1, keepdims=True)
+        start += size
+    return out
+
+
+def _validate(
+    paddle: ModuleType,
+    plugin: TaskPlugin,
+    model: Any,
+    images: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    ids: list[str],
+    config: dict[str, Any],
+) -> tuple[float, dict[str, np.ndarray]]:
+    """The leaderboard metric on the validation cases (no TTA), as the torch path's ``_validate_classification``."""
+    model.eval()
+    probabilities: dict[str, np.ndarray] = {}
+    for start in range(0, len(ids), 8):
+        chunk = ids[start : start + 8]
+        probs = _probabilities(paddle, model, np.stack([images[c] for c in chunk]), _head_sizes(config))
+        probabilities.update(zip(chunk, probs, strict=True))
+    predictions = [postprocess(probabilities[c], plugin.kind, config["classes"], config["postprocessing"]) for c in ids]
+    result = plugin.metric(
+        plugin.name, predictions, [targets[c] for c in ids], ids, probabilities=[probabilities[c] for c in ids]
+    )
+    return float(result.leaderboard[plugin.metric.primary]), probabilities
+
+
+def _improved(score: float, best: dict[str, Any]) -> bool:
+    """The first epoch always counts (a NaN metric still leaves weights); later ones must beat the best."""
+    if best["epoch"] == 0:
+        return True
+    return not np.isnan(score) and (np.isnan(best["score"]) or score > best["score"])
+
+
+def _train_fold(
+    paddle: ModuleType,
+    plugin: TaskPlugin,
+    run: Path,
+    config: dict[str, Any],
+    data: Any,
+    split: dict[str, list[str]],
+    fold: int,
+    callbacks: Sequence[EpochCallback],
+) -> dict[str, Any]:
+    from eyegc.common.training import _plot_curve, _save_oof
+
+    t = config["training"]
+    fold_dir = run / f"fold_{fold}"
+    fold_dir.mkdir(exist_ok=True)
+    checkpoint_path = fold_dir / CHECKPOINT_NAME
+    weights_path = fold_dir / PADDLE_WEIGHTS_NAME
+    head_sizes = _head_sizes(config)
+    head_weights = [float(w) for w in t.get("class_weights") or [1.0] * len(head_sizes)]
+    ops = set().union(*config["allowed_tta"].values())
+    images: dict[str, np.ndarray] = data["images"]
+    labels: dict[str, np.ndarray] = data["labels"]
+    base_seed = int(t["seed"]) * 1000 + fold
+    epochs, batch_size, base_lr = int(t["epochs"]), int(t["batch_size"]), float(t["learning_rate"])
+    # Fresh parameter names per fold: the optimizer state is keyed by them, so resume finds its own.
+    with paddle.utils.unique_name.guard():
+        _seed(paddle, base_seed)
+        model = build_paddle_network(config)
+        if t.get("pretrained") and not checkpoint_path.is_file():
+            _load_pretrained(model, Path(t["pretrained"]))
+        optimizer = paddle.optimizer.AdamW(learning_rate=base_lr, parameters=model.parameters(), weight_decay=1e-4)
+        history: dict[str, list[float]] = {"loss": [], "metric": []}
+        best: dict[str, Any] = {"epoch": 0, "score": -np.inf}
+        start_epoch = 0
+        if checkpoint_path.is_file():
+            try:
+                state = _read_pickle(checkpoint_path)
+                _set_weights(model, state["network"], checkpoint_path)
+                optimizer.set_state_dict(state["optimizer"])
+            except Exception as exc:
+                raise EyegcError(f"cannot resume from {checkpoint_path} ({str(exc)[:160]}); start a new run") from None
+            history = {k: list(v) for k, v in state["history"].items()}
+            best = {"epoch": int(state["best_epoch"]), "score": float(state["best_score"])}
+            start_epoch = int(state["epoch"])
+        train_ids = sorted(split["train"])
+        progress = tqdm(
+            range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs
+        )
+        for epoch in progress:
+            # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
+            rng = np.random.default_rng(base_seed * 10007 + epoch)
+            optimizer.set_lr(base_lr * (1.0 - epoch / epochs) ** 0.9)
+            model.train()
+            order = [train_ids[i] for i in rng.permutation(len(train_ids))]
+            losses = []
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*always track global mean and variance.*")
+                for start in range(0, len(order), batch_size):
+                    chunk = order[start : start + batch_size]
+                    x = paddle.to_tensor(np.stack([_augment(images[c], ops, rng) for c in chunk]))
+                    y = paddle.to_tensor(np.stack([labels[c] for c in chunk]))
+                    loss = _loss(paddle, model(x), y, head_sizes, head_weights)
+                    loss.backward()
+                    optimizer.step()
+                    optimizer.clear_grad()
+                    losses.append(float(loss))
+            score, _ = _validate(paddle, plugin, model, images, data["targets"], split["val"], config)
+            history["loss"].append(float(np.mean(losses)))
+            history["metric"].append(score)
+            if _improved(score, best):
+                best = {"epoch": epoch + 1, "score": score}
+                _save_weights_atomic(paddle, model, weights_path)
+            _save_pickle_atomic(
+                {
+                    "network": _numpy_state(model.state_dict()),
+                    "optimizer": _numpy_state(optimizer.state_dict()),
+                    "history": history,
+                    "epoch": epoch + 1,
+                    "best_epoch": best["epoch"],
+                    "best_score": best["score"],
+                },
+                checkpoint_path,
+            )
+            (fold_dir / "history.json").write_text(json.dumps({**history, **best}, indent=1))
+            progress.set_postfix(loss=f"{history['loss'][-1]:.4f}", **{t["metric"]: f"{score:.4f}"})
+            for callback in callbacks:
+                callback(fold, epoch + 1, history)
+        _plot_curve(history, t["metric"], fold_dir / "training_curve.png")
+        # Out-of-fold probabilities of the best epoch, recomputed so that a resumed run has them too.
+        _set_weights(model, load_paddle_state(weights_path), weights_path)
+        _save_oof(run, _validate(paddle, plugin, model, images, data["targets"], split["val"], config)[1])
+    return {
+        "best_epoch": best["epoch"],
+        "best_score": best["score"],
+        "epochs_done": len(history["loss"]),
+        "weights": f"fold_{fold}/{PADDLE_WEIGHTS_NAME}",
+        "validation_cases": split["val"],
+    }
+
+
+def _paddle_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+    """The torch path's bundle config (same validation and defaults), with the paddle network."""
+    from eyegc.common.training import _resolve
+
+    if plugin.kind != TaskKind.CLASSIFICATION:
+        raise EyegcError(
+            f"the paddle backend trains classification tasks only; {plugin.name} is a {plugin.kind.value} "
+            "task: use --backend torch"
+        )
+    if cfg.model not in (None, "ResNet", PADDLE_NETWORK):
+        raise EyegcError(f"the paddle backend trains {PADDLE_NETWORK} only (--model {cfg.model} is a torch network)")
+    depth = _depth(dict(cfg.network_kwargs or {}))
+    config = _resolve(plugin, replace(cfg, model=None, network_kwargs=None))
+    config["backend"] = "paddle"
+    config["network"] = {"name": PADDLE_NETWORK, "kwargs": {"depth": depth}}
+    return config
+
+
+def _prepare(plugin: TaskPlugin, run: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any]:
+    from eyegc.common.bundle import read_config
+
+    if resume:
+        config = read_config(run)
+        if config["task"] != plugin.name:
+            raise EyegcError(f"{run} holds a {config['task']} run; cannot resume it as {plugin.name}")
+        if config.get("backend", "torch") != "paddle":
+            raise EyegcError(
+                f"{run} was trained with the {config.get('backend', 'torch')} backend; resume it with that"
+            )
+        return config
+    if run.exists() and any(run.iterdir()):
+        raise EyegcError(
+            f"{run} already exists and is not empty; pass --resume to continue it, or choose another --out"
+        )
+    return _paddle_config(plugin, cfg)
+
+
+def _check_network(paddle: ModuleType, config: dict[str, Any], first: np.ndarray) -> None:
+    """Build the network and run one image through it, so bad settings fail before any training."""
+    try:
+        with paddle.utils.unique_name.guard():
+            model = build_paddle_network(config)
+            if config["training"].get("pretrained"):
+                _load_pretrained(model, Path(config["training"]["pretrained"]))
+            model.eval()
+            with paddle.no_grad():
+                model(paddle.to_tensor(np.zeros((1, *first.shape), dtype=np.float32)))
+    except EyegcError:
+        raise
+    except Exception as exc:
+        raise EyegcError(
+            f"network {PADDLE_NETWORK} cannot take a {first.shape[-1]}x{first.shape[-2]} input "
+            f"({str(exc).splitlines()[0][:120]}); choose another input size"
+        ) from None
+
+
+def train_paddle(
+    plugin: TaskPlugin,
+    data_root: Path,
+    run: Path,
+    cfg: TrainConfig,
+    resume: bool = False,
+    callbacks: Sequence[EpochCallback] = (),
+) -> Path:
+    """Train ``cfg.fold`` (``"all"`` or an index) of a k-fold split with paddle and write a bundle to ``run``.
+
+    The run folder is the torch path's (``bundle.json`` with ``"backend": "paddle"``, ``splits.json``,
+    ``fold_<k>/model.pdparams``, checksums, out-of-fold probabilities); the best epoch of each fold is
+    chosen by the task's leaderboard metric on its validation fold, and when every fold is done the
+    binary heads' thresholds are tuned (unless ``cfg.tune`` is False). ``resume=True`` continues an
+    interrupted paddle run exactly (its settings come from the run, not ``cfg``). ``callbacks`` run
+    after each epoch's checkpoint, as in :func:`eyegc.common.training.train`.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        EyegcError: paddle is missing, the task is not a classification task, or bad settings.
+    """
+    paddle = require_paddle()
+    run, data_root = Path(run), Path(data_root)
+    config = _prepare(plugin, run, cfg, resume)
+    try:
+        return _train(paddle, plugin, data_root, run, cfg, config, callbacks)
+    except BaseException:
+        # A new run that failed before its first checkpoint leaves nothing behind.
+        if not resume and run.is_dir() and not any(run.glob(f"fold_*/{CHECKPOINT_NAME}")):
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+
+
+def _train(
+    paddle: ModuleType,
+    plugin: TaskPlugin,
+    data_root: Path,
+    run: Path,
+    cfg: TrainConfig,
+    config: dict[str, Any],
+    callbacks: Sequence[EpochCallback],
+) -> Path:
+    from eyegc.common.bundle import SPLITS_NAME, data_fingerprint, write_checksums, write_config
+    from eyegc.common.training import _load_data, make_splits
+
+    cases = plugin.list_cases(data_root, "train")
+    ids = [c.case_id for c in cases]
+    t = config["training"]
+    splits_path = run / SPLITS_NAME
+    splits = (
+        json.loads(splits_path.read_text())
+        if splits_path.is_file()
+        else make_splits(ids, int(t["folds"]), int(t["seed"]))
+    )
+    missing = sorted({c for s in splits for c in s["train"] + s["val"]} - set(ids))
+    if missing:
+        raise EyegcError(f"the saved split names cases absent from {data_root}: {', '.join(missing[:5])}")
+    if cfg.fold == "all":
+        todo = list(range(len(splits)))
+    else:
+        if not str(cfg.fold).isdigit() or not 0 <= int(cfg.fold) < len(splits):
+            raise EyegcError(f"--fold {cfg.fold} is not 'all' or a fold of this run (0..{len(splits) - 1})")
+        todo = [int(cfg.fold)]
+    device = paddle_device(cfg.device)
+    files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
+    fingerprint = {**data_fingerprint(files, data_root), "cases": len(cases)}
+    previous = config.get("data_fingerprint")
+    if previous and previous["sha256"] != fingerprint["sha256"]:
+        raise EyegcError(
+            f"the data in {data_root} differs from the data this run was trained on (fingerprint); "
+            "resume with the same --data, or start a new run"
+        )
+    loaded = _load_data(plugin, cases, config["preprocessing"])
+    data = {
+        "images": {c: np.ascontiguousarray(v.numpy(), dtype=np.float32) for c, v in loaded.images.items()},
+        "labels": {c: np.asarray(v.numpy(), dtype=np.int64).reshape(-1) for c, v in loaded.labels.items()},
+        "targets": loaded.targets,
+    }
+    del loaded
+    with _paddle_device_scope(paddle, device):
+        _check_network(paddle, config, next(iter(data["images"].values())))
+        run.mkdir(parents=True, exist_ok=True)
+        if not splits_path.is_file():
+            splits_path.write_text(json.dumps(splits, indent=1) + "\n")
+        config["data_fingerprint"] = fingerprint
+        config["training"]["data_root"] = str(data_root.resolve())
+        write_config(run, config)
+        for fold in todo:
+            done = config["folds"].get(str(fold))
+            if done and done["epochs_done"] >= int(t["epochs"]):
+                continue
+            started = time.perf_counter()
+            config["folds"][str(fold)] = _train_fold(paddle, plugin, run, config, data, splits[fold], fold, callbacks)
+            config["folds"][str(fold)]["seconds"] = round(time.perf_counter() - started, 1)
+            write_config(run, config)
+            write_checksums(run, fresh=[config["folds"][str(fold)]["weights"]])
+    if len(config["folds"]) == len(splits) and cfg.tune:
+        from eyegc.common.tuning import tune
+
+        tune(plugin, run, data_root)
+    else:
+        write_checksums(run)
+    return run
