@@ -184,7 +184,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from eyegc.common.registry import get_task
 
     training = {"epochs": args.epochs} if args.epochs else None
-    demo = run_demo(get_task(args.task), args.out, args.cases, args.test_cases, training, args.tta, device=args.device)
+    out = args.out or Path("demo") / args.task
+    demo = run_demo(get_task(args.task), out, args.cases, args.test_cases, training, args.tta, device=args.device)
     primary = get_task(args.task).metric.primary
     print(
         f"model {primary} {demo.result.leaderboard[primary]:.4f} vs trivial predictors: "
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="sample data -> train -> predict -> evaluate -> submission, in a few CPU minutes")
     p.add_argument("task")
-    p.add_argument("--out", type=Path, default=Path("demo"), help="work folder (default ./demo); reruns reuse it")
+    p.add_argument("--out", type=Path, help="work folder (default ./demo/TASK); reruns reuse it")
     p.add_argument("--cases", type=int, default=16)
     p.add_argument("--test-cases", type=int, default=6)
     p.add_argument("--epochs", type=int, help="training epochs (default 20)")

@@ -130,13 +130,14 @@ def _stage_bundles(task: str, models: Sequence[Path], dest: Path) -> list[Staged
 
 def _demo(plugin: Any, root: Path, want_data: bool, want_model: bool) -> tuple[Path, Path | None]:
     """Sample data in ``root/data`` and the demo model in ``root/run`` (``eyegc demo``'s, reused when present)."""
-    from eyegc.common.demo import DEMO_TRAINING, prepare_demo
+    from eyegc.common.demo import demo_training, prepare_demo
 
     started = time.perf_counter()
     if want_model:
+        settings = demo_training(plugin)
         _say(
-            f"demo: sample data and a small model on CPU ({DEMO_TRAINING['folds']} folds x "
-            f"{DEMO_TRAINING['epochs']} epochs at scale {DEMO_TRAINING['working_scale']}); reused when present"
+            f"demo: sample data and a small model on CPU ({settings['folds']} folds x {settings['epochs']} epochs); "
+            "reused when present"
         )
     data, run = prepare_demo(plugin, root, train_model=want_model, device="cpu")
     _say(f"demo: data {data}, model {run} ready in {time.perf_counter() - started:.0f} s")
@@ -647,7 +648,7 @@ def _submit(args: argparse.Namespace) -> int:
     models = list(args.model or [])
     if args.demo:
         started = time.perf_counter()
-        demo_data, demo_run = _demo(plugin, REPO / "demo", want_data=data is None, want_model=not models)
+        demo_data, demo_run = _demo(plugin, REPO / "demo" / plugin.name, want_data=data is None, want_model=not models)
         data = data or demo_data
         if demo_run is not None:
             models = [demo_run]
