@@ -1,0 +1,86 @@
+"""Every kind of output socket, written by the container entrypoint and read back exactly.
+
+A stand-in predictor returns known masks and probabilities, so these tests check the socket
+contents (mask, probability, label_map, grade, likelihood) without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eyegc.common.container import layout_case, read_output_values, run_case
+from eyegc.common.errors import EyegcError
+from eyegc.common.imageio import write_png
+from eyegc.common.registry import get_task
+
+
+class FixedPredictor:
+    """Returns the same prediction for any image."""
+
+    def __init__(self, masks: np.ndarray, probabilities: np.ndarray) -> None:
+        self.masks, self.probs = masks, probabilities
+        self.device = torch.device("cpu")
+
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.masks, self.probs
+
+
+def _case(task: str, image: np.ndarray, tmp_path: Path) -> Path:
+    path = tmp_path / "case.png"
+    write_png(path, image)
+    return layout_case(get_task(task), path, tmp_path / "input")
+
+
+def test_goals_layer_map_is_written_in_the_official_encoding(tmp_path: Path) -> None:
+    index = np.zeros((1, 800, 1100), dtype=np.uint8)
+    index[0, 100:120], index[0, 120:150], index[0, 400:500] = 1, 2, 3
+    probs = np.zeros((4, 800, 1100), dtype=np.float32)
+    case = _case("goals-layers", np.full((800, 1100), 90, np.uint8), tmp_path)
+    run_case(get_task("goals-layers"), FixedPredictor(index, probs), case, tmp_path / "output")
+    value = read_output_values(get_task("goals-layers"), tmp_path / "output")["oct-layer-segmentation"]
+    assert value.dtype == np.uint8 and value.shape == (800, 1100)
+    assert value[110, 0] == 0 and value[130, 0] == 80 and value[450, 0] == 160 and value[0, 0] == 255
+
+
+def test_glaucoma_likelihood_is_a_json_number(tmp_path: Path) -> None:
+    case = _case("goals-glaucoma", np.full((800, 1100), 90, np.uint8), tmp_path)
+    predictor = FixedPredictor(np.array([1]), np.array([[0.25, 0.75]], dtype=np.float32))
+    summary = run_case(get_task("goals-glaucoma"), predictor, case, tmp_path / "output")
+    written = tmp_path / "output" / "glaucoma-likelihood.json"
+    assert json.loads(written.read_text()) == 0.75
+    assert summary["values"] == {"glaucoma-likelihood": 0.75}
+    assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["glaucoma-likelihood.json"]
+
+
+def test_idrid_grades_are_two_json_integers(tmp_path: Path) -> None:
+    case = _case("idrid-grading", np.full((64, 96), 90, np.uint8), tmp_path)
+    probs = np.zeros((2, 5), dtype=np.float32)
+    run_case(get_task("idrid-grading"), FixedPredictor(np.array([3, 1]), probs), case, tmp_path / "output")
+    values = read_output_values(get_task("idrid-grading"), tmp_path / "output")
+    assert values == {"dr-grade": 3, "dme-risk": 1}
+
+
+def test_idrid_probability_maps_keep_float_values(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random((4, 48, 64)).astype(np.float32)
+    masks = (probs > 0.5).astype(np.uint8)
+    case = _case("idrid-lesions", np.full((48, 64), 90, np.uint8), tmp_path)
+    run_case(get_task("idrid-lesions"), FixedPredictor(masks, probs), case, tmp_path / "output")
+    values = read_output_values(get_task("idrid-lesions"), tmp_path / "output")
+    for c, key in enumerate(("ma", "he", "ex", "se")):
+        assert values[f"{key}-probability"].dtype == np.float32
+        np.testing.assert_array_equal(values[f"{key}-probability"], probs[c])
+
+
+def test_an_existing_value_file_is_refused(tmp_path: Path) -> None:
+    case = _case("goals-glaucoma", np.full((800, 1100), 90, np.uint8), tmp_path)
+    (tmp_path / "output").mkdir()
+    (tmp_path / "output" / "glaucoma-likelihood.json").write_text("0.1")
+    with pytest.raises(EyegcError, match="already exists"):
+        run_case(
+            get_task("goals-glaucoma"), FixedPredictor(np.array([1]), np.array([[0.5, 0.5]])), case, tmp_path / "output"
+        )
