@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python benchmarks/drive.py                                # ../shared/data/DRIVE, 5-fold CV
     .venv/bin/python benchmarks/drive.py --data ROOT --test-split test  # ROOT/test has ground truth
     .venv/bin/python benchmarks/drive.py --epochs 10 --folds 2          # a quick look
+    .venv/bin/python benchmarks/drive.py --patch-size 96 --channels rgb # other settings than the plugin's
 
 ``--test-split cv`` (the default when ROOT has no ``test/``) trains k folds on ``training/`` with
 ``eyegc train``, then predicts each fold's held-out images with that fold's network and TTA, and
@@ -24,9 +25,11 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from eyegc.challenges.drive.plugin import DriveVessels
 from eyegc.common.bundle import load_bundle, read_config
 from eyegc.common.evaluation import evaluate_predictions, format_leaderboard
 from eyegc.common.imageio import atomic_output_dir
@@ -38,9 +41,8 @@ from tqdm import tqdm
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"
 
 
-def _cv_predictions(run: Path, data: Path, out: Path, tta: str) -> float:
+def _cv_predictions(plugin: DriveVessels, run: Path, data: Path, out: Path, tta: str) -> float:
     """Each fold's held-out images predicted by that fold's network alone; returns seconds per image."""
-    plugin = get_task("drive-vessels")
     config = read_config(run)
     cases = {c.case_id: c for c in plugin.list_cases(data, "train")}
     elapsed, count = 0.0, 0
@@ -63,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/bench-drive"), help="work folder (replaced)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=None, help="default: the plugin's")
+    parser.add_argument("--patch-size", type=int, default=None, help="training/inference window; default: the plugin's")
+    parser.add_argument("--patches-per-image", type=int, default=None, help="patches per image per epoch")
+    parser.add_argument("--learning-rate", type=float, default=None, help="AdamW peak learning rate")
+    parser.add_argument("--loss", choices=("dice_bce", "dice_focal"), default=None, help="default: the plugin's")
+    parser.add_argument(
+        "--channels", choices=("rgb", "green"), default=None, help="network input; default: the plugin's"
+    )
     parser.add_argument("--tta", default="dihedral", help="none, flip or dihedral (default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -71,16 +80,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     split = args.test_split or ("test" if (args.data / "test").is_dir() else "cv")
     plugin = get_task("drive-vessels")
+    if args.channels and args.channels != plugin.channels:
+        plugin = replace(plugin, channels=args.channels)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     run = args.out / "run"
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
-    train(plugin, args.data, run, TrainConfig(folds=args.folds, epochs=args.epochs, device="cpu", seed=args.seed))
+    cfg = TrainConfig(
+        folds=args.folds,
+        epochs=args.epochs,
+        patch_size=args.patch_size,
+        patches_per_image=args.patches_per_image,
+        learning_rate=args.learning_rate,
+        loss=args.loss,
+        device="cpu",
+        seed=args.seed,
+    )
+    train(plugin, args.data, run, cfg)
     train_seconds = time.perf_counter() - started
     pred = args.out / "predictions"
     if split == "cv":
-        per_image = _cv_predictions(run, args.data, pred, args.tta)
+        per_image = _cv_predictions(plugin, run, args.data, pred, args.tta)
         result = evaluate_predictions(plugin, pred, args.data, "train")
     else:
         summary = predict_folder(
@@ -106,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": config["training"]["epochs"],
         "network": config["network"],
         "patch_size": config["patch_size"],
+        "patches_per_image": config["training"]["patches_per_image"],
+        "batch_size": config["training"]["batch_size"],
+        "learning_rate": config["training"]["learning_rate"],
+        "loss": config["training"]["loss"],
+        "channels": plugin.channels,
         "cpu_threads": torch.get_num_threads(),
     }
     (args.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -56,9 +56,11 @@ def format_leaderboard(result: EvaluationResult) -> str:
     keys = sorted({k for vals in result.per_class.values() for k in vals})
     lines = [f"Local leaderboard — {result.task} ({result.cases} cases)"]
     lines.append("  " + "  ".join(f"{k}: {_fmt(v)}" for k, v in result.leaderboard.items()))
-    lines.append(f"  {'class':<10}" + "".join(f"{k:>10}" for k in keys))
+    widths = [max(10, len(k) + 2) for k in keys]
+    lines.append(f"  {'class':<10}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths, strict=True)))
     for name, vals in result.per_class.items():
-        lines.append(f"  {name:<10}" + "".join(f"{_fmt(vals.get(k, float('nan'))):>10}" for k in keys))
+        cells = (f"{_fmt(vals.get(k, float('nan'))):>{w}}" for k, w in zip(keys, widths, strict=True))
+        lines.append(f"  {name:<10}" + "".join(cells))
     return "\n".join(lines)
 
 

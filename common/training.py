@@ -35,7 +35,7 @@ from eyegc.common.plugin import Case, TaskKind, TaskPlugin
 from eyegc.common.postprocessing import plugin_postprocess, postprocess
 from eyegc.common.preprocessing import prepare_image, prepare_target, resize_probabilities
 from eyegc.common.registry import look_up_option
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader, Dataset, get_track_meta, set_track_meta
 from monai.transforms import (
     Compose,
     DeleteItemsd,
@@ -427,62 +427,68 @@ def _train_fold(
     epochs, batch_size = int(t["epochs"]), int(t["batch_size"])
     per_image = int(t["patches_per_image"]) if patch and not classification else 1
     progress = tqdm(range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs)
-    for epoch in progress:
-        # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
-        epoch_seed = base_seed * 10007 + epoch
-        _seed_everything(epoch_seed)
-        transforms.set_random_state(seed=epoch_seed % (2**32))
-        loader = DataLoader(
-            dataset,
-            batch_size=max(1, batch_size // per_image),
-            shuffle=True,
-            num_workers=0,
-            generator=torch.Generator().manual_seed(epoch_seed),
-        )
-        network.train()
-        losses = []
-        with warnings.catch_warnings():
-            # A class absent from an image cannot centre a patch; MONAI says so on every draw.
-            warnings.filterwarnings("ignore", message=".*no available indices of class")
-            # The loader yields every patch of a few images; --batch-size counts patches per step.
-            for loaded in loader:
-                for start in range(0, len(loaded["image"]), batch_size):
-                    images = loaded["image"][start : start + batch_size].to(device)
-                    labels = loaded["label"][start : start + batch_size].to(device)
-                    roi = loaded["roi"][start : start + batch_size].to(device) if with_roi else None
-                    optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(device.type, enabled=device.type == "cuda"):
-                        loss = loss_fn(_outside_roi_is_background(network(images), roi), labels)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    losses.append(float(loss.detach()))
-        scheduler.step()
-        score, _ = _validate(plugin, network, data, split["val"], config, device)
-        history["loss"].append(float(np.mean(losses)))
-        history["metric"].append(score)
-        # The first epoch is always kept: a metric that is NaN on every epoch (AUC on a one-class fold) must still
-        # leave weights behind.
-        if best["epoch"] == 0 or score > best["score"]:
-            best = {"epoch": epoch + 1, "score": score}
-            _save_atomic(network.state_dict(), fold_dir / WEIGHTS_NAME)
-        _save_atomic(
-            {
-                "network": network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": history,
-                "epoch": epoch + 1,
-                "best_epoch": best["epoch"],
-                "best_score": best["score"],
-            },
-            checkpoint_path,
-        )
-        (fold_dir / "history.json").write_text(json.dumps({**history, **best}, indent=1))
-        progress.set_postfix(loss=f"{history['loss'][-1]:.4f}", **{config["training"]["metric"]: f"{score:.4f}"})
-        for callback in callbacks:
-            callback(fold, epoch + 1, history)
+    # MONAI metadata tracking costs about a third of the augmentation time and nothing here reads it.
+    tracking = get_track_meta()
+    set_track_meta(False)
+    try:
+        for epoch in progress:
+            # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
+            epoch_seed = base_seed * 10007 + epoch
+            _seed_everything(epoch_seed)
+            transforms.set_random_state(seed=epoch_seed % (2**32))
+            loader = DataLoader(
+                dataset,
+                batch_size=max(1, batch_size // per_image),
+                shuffle=True,
+                num_workers=0,
+                generator=torch.Generator().manual_seed(epoch_seed),
+            )
+            network.train()
+            losses = []
+            with warnings.catch_warnings():
+                # A class absent from an image cannot centre a patch; MONAI says so on every draw.
+                warnings.filterwarnings("ignore", message=".*no available indices of class")
+                # The loader yields every patch of a few images; --batch-size counts patches per step.
+                for loaded in loader:
+                    for start in range(0, len(loaded["image"]), batch_size):
+                        images = loaded["image"][start : start + batch_size].to(device)
+                        labels = loaded["label"][start : start + batch_size].to(device)
+                        roi = loaded["roi"][start : start + batch_size].to(device) if with_roi else None
+                        optimizer.zero_grad(set_to_none=True)
+                        with torch.autocast(device.type, enabled=device.type == "cuda"):
+                            loss = loss_fn(_outside_roi_is_background(network(images), roi), labels)
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
+                        losses.append(float(loss.detach()))
+            scheduler.step()
+            score, _ = _validate(plugin, network, data, split["val"], config, device)
+            history["loss"].append(float(np.mean(losses)))
+            history["metric"].append(score)
+            # The first epoch is always kept: a metric that is NaN on every epoch (AUC on a one-class fold) must still
+            # leave weights behind.
+            if best["epoch"] == 0 or score > best["score"]:
+                best = {"epoch": epoch + 1, "score": score}
+                _save_atomic(network.state_dict(), fold_dir / WEIGHTS_NAME)
+            _save_atomic(
+                {
+                    "network": network.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                    "epoch": epoch + 1,
+                    "best_epoch": best["epoch"],
+                    "best_score": best["score"],
+                },
+                checkpoint_path,
+            )
+            (fold_dir / "history.json").write_text(json.dumps({**history, **best}, indent=1))
+            progress.set_postfix(loss=f"{history['loss'][-1]:.4f}", **{config["training"]["metric"]: f"{score:.4f}"})
+            for callback in callbacks:
+                callback(fold, epoch + 1, history)
+    finally:
+        set_track_meta(tracking)
     _plot_curve(history, config["training"]["metric"], fold_dir / "training_curve.png")
     # Out-of-fold probabilities of the best epoch, recomputed so that a resumed run has them too.
     network.load_state_dict(torch.load(fold_dir / WEIGHTS_NAME, map_location=device, weights_only=True))
