@@ -125,6 +125,7 @@ class DriveVessels:
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """A zip of the probability maps named as the images (``01_test.png`` …)."""
+        options.pop("team", None)  # the format has no team field
         return write_drive_submission(pred, out, **options)
 
     def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:

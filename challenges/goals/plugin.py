@@ -118,6 +118,7 @@ class GoalsLayers:
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """The GOALS zip: ``Layer_Segmentations/*.png`` (+ ``Classification_Results.csv`` with ``glaucoma_pred``)."""
+        options.pop("team", None)  # the format has no team field
         return write_goals_submission(pred, out, **options)
 
     def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
@@ -205,6 +206,7 @@ class GoalsGlaucoma:
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """The GOALS zip with ``Classification_Results.csv`` (+ ``Layer_Segmentations/`` with ``layers_pred``)."""
+        options.pop("team", None)  # the format has no team field
         return write_goals_submission(None, out, glaucoma_pred=pred, **options)
 
     def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
