@@ -512,9 +512,17 @@ def _reference_predictions(
     predictions = plugin.read_predictions(pred, ids)
     probabilities = plugin.read_probabilities(pred, ids)
     return [
-        Reference(np.asarray(predictions[i]), None if probabilities is None else np.asarray(probabilities[i]))
+        Reference(np.asarray(predictions[i]), None if probabilities is None else _as_unit(probabilities[i]))
         for i in range(len(ids))
     ]
+
+
+def _as_unit(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1]; 8-bit maps (IDRiD keeps its predictions that way) are divided by 255."""
+    array = np.asarray(probabilities)
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float32) / 255.0
+    return array
 
 
 def _compare(

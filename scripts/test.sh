@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): set up .venv, lint, run every test, then the
-# container end to end (./submit.sh drac22-task1 --demo: build, offline test runs, export).
+# container end to end (./submit.sh drac22-task1 --demo and goals-glaucoma --demo: image sockets and a
+# JSON value socket; build, offline test runs, export).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 # EYEGC_SKIP_CONTAINER=1 skips the container stage.
 set -euo pipefail
@@ -23,7 +24,7 @@ if [ "${EYEGC_SKIP_CONTAINER:-0}" = 1 ]; then
   echo "test.sh: container stage skipped (EYEGC_SKIP_CONTAINER=1)"
   exit 0
 fi
-echo "== container end to end: ./submit.sh drac22-task1 --demo"
+echo "== container end to end: ./submit.sh drac22-task1 --demo, ./submit.sh goals-glaucoma --demo"
 started=$(date +%s)
 export EYEGC_DOCKERD_PIDFILE="${TMPDIR:-/tmp}/eyegc-dockerd-test-$$.pid"
 stop_engine() {
@@ -35,12 +36,16 @@ stop_engine() {
 }
 trap stop_engine EXIT
 if scripts/docker-engine.sh; then
-  ./submit.sh drac22-task1 --demo --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
+  for task in drac22-task1 goals-glaucoma; do
+    ./submit.sh "$task" --demo --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
+  done
 elif [ -n "${CI:-}" ]; then
   echo "test.sh: CI needs a Docker engine for the container stage" >&2
   exit 1
 else
   echo "test.sh: no Docker engine here; checking the container entrypoint in-process only (--no-docker)"
-  ./submit.sh drac22-task1 --demo --no-docker --out build/test-dist
+  for task in drac22-task1 goals-glaucoma; do
+    ./submit.sh "$task" --demo --no-docker --out build/test-dist
+  done
 fi
 echo "test.sh: container stage took $(( $(date +%s) - started )) s"
