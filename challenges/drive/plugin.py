@@ -56,10 +56,10 @@ class DriveVessels:
             working_scale=1.0,
             batch_size=16,
             epochs=40,
-            learning_rate=3e-3,
+            learning_rate=1e-2,
             loss="dice_bce",
             folds=5,
-            patches_per_image=16,
+            patches_per_image=32,
         )
     )
     allowed_tta: Mapping[str, tuple[str, ...]] = field(
