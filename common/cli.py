@@ -79,6 +79,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         tune=not args.no_tune,
         backend=args.backend,
+        clahe=args.clahe,
+        clahe_clip=args.clahe_clip,
+        fov_mask=args.fov_mask,
+        validate_every=args.validate_every,
         extra={"input_size": args.input_size} if args.input_size else {},
     )
     try:
@@ -282,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--patch-size", type=int, help="square training/inference patch at working resolution; 0 = whole image"
     )
     p.add_argument("--working-scale", type=float, help="resize factor applied before the network (DRAC22 default 0.5)")
-    p.add_argument("--loss", help="dice_bce (default) or dice_focal")
+    p.add_argument("--loss", help="dice_bce (default), dice_focal, or bce (multi-label)")
     p.add_argument("--class-weights", type=_floats, help="one weight per class, comma-separated")
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--patches-per-image", type=int, help="patches drawn per image per epoch")
@@ -291,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-tune", action="store_true", help="skip threshold tuning at the end")
+    p.add_argument("--validate-every", type=int, help="validate every N epochs and at the last (default: the task's)")
     p.add_argument(
         "--backend",
         default="torch",
@@ -298,6 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="classification tasks: paddle trains a PaddlePaddle ResNet (pip install '.[paddle]')",
     )
     p.add_argument("--input-size", type=_ints, help="classification: the H,W every image is resized to")
+    p.add_argument(
+        "--clahe",
+        choices=["none", "channels", "lab"],
+        help="contrast-limited adaptive histogram equalisation: per channel, or on L*a*b* lightness (RGB)",
+    )
+    p.add_argument("--clahe-clip", type=float, help="CLAHE clip limit, scikit-image's scale (default 0.01)")
+    p.add_argument(
+        "--fov-mask",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="RGB fundus: normalise inside the estimated field of view and zero the border",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import TaskKind
 from eyegc.common.registry import look_up_option
 from monai.losses import DiceCELoss, DiceFocalLoss, DiceLoss
@@ -17,6 +18,7 @@ __all__ = ["CLASSIFICATION_LOSSES", "LOSSES", "DiceBCELoss", "MultiHeadCrossEntr
 LOSSES = {
     "dice_bce": "Dice + binary cross-entropy (softmax tasks: Dice + cross-entropy)",
     "dice_focal": "Dice + focal loss (for small, rare structures)",
+    "bce": "binary cross-entropy alone (multi-label tasks): calibrated scores for ranking metrics (AUC, AUPR)",
 }
 #: loss name -> description (classification tasks).
 CLASSIFICATION_LOSSES = {
@@ -31,14 +33,14 @@ class DiceBCELoss(nn.Module):
     there is more than one, which is wrong for overlapping classes; the multi-label tasks use this.
     """
 
-    def __init__(self, weight: torch.Tensor | None = None) -> None:
+    def __init__(self, weight: torch.Tensor | None = None, dice: bool = True) -> None:
         super().__init__()
-        self.dice = DiceLoss(sigmoid=True, batch=True, weight=weight)
+        self.dice = DiceLoss(sigmoid=True, batch=True, weight=weight) if dice else None
         self.register_buffer("channel_weight", None if weight is None else weight.view(1, -1, 1, 1))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         bce = F.binary_cross_entropy_with_logits(logits, target, weight=self.channel_weight)
-        return self.dice(logits, target) + bce
+        return bce if self.dice is None else self.dice(logits, target) + bce
 
 
 class MultiHeadCrossEntropy(nn.Module):
@@ -82,6 +84,10 @@ def build_loss(
     look_up_option(name, LOSSES, what="loss")
     weight = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights else None
     multilabel = kind == TaskKind.MULTILABEL_SEGMENTATION
+    if name == "bce":
+        if not multilabel:
+            raise EyegcError("--loss bce is for multi-label (sigmoid) tasks; use dice_bce or dice_focal here")
+        return DiceBCELoss(weight, dice=False)
     if name == "dice_focal":
         act = {"sigmoid": True} if multilabel else {"softmax": True, "to_onehot_y": True}
         return DiceFocalLoss(**act, weight=weight, batch=True)

@@ -116,6 +116,17 @@ class ModelDefaults:
     folds: int = 5
     patches_per_image: int = 2
     normalize: str = "zscore"
+    #: contrast-limited adaptive histogram equalisation before normalising: ``apply_clahe``'s
+    #: arguments (``{"clip_limit": 0.01, "space": "channels"}``), or ``None`` for none.
+    clahe: Mapping[str, Any] | None = None
+    #: chance that a training patch is elastically deformed (MONAI Rand2DElasticd); 0 skips it, which
+    #: saves about a fifth of a CPU epoch on DRIVE (the grid is drawn for every patch).
+    elastic_probability: float = 0.15
+    #: validate (and consider for the best epoch) every N epochs and at the last one; validation
+    #: is about a fifth of a CPU epoch on DRIVE.
+    validate_every: int = 1
+    #: estimate the field of view of RGB fundus images, normalise inside it, zero outside.
+    fov_mask: bool = False
     #: classification: the ``(H, W)`` every image is resized to (``patch_size`` is then unused).
     input_size: tuple[int, int] | None = None
 

@@ -8,11 +8,48 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from eyegc.common.errors import EyegcError
 from eyegc.common.registry import look_up_option
 
-__all__ = ["NORMALIZATIONS", "prepare_image", "prepare_target", "resize_probabilities", "working_shape"]
+__all__ = [
+    "CLAHE_SPACES",
+    "NORMALIZATIONS",
+    "apply_clahe",
+    "estimate_fov",
+    "prepare_image",
+    "prepare_target",
+    "resize_probabilities",
+    "working_shape",
+]
 
 NORMALIZATIONS = ("zscore", "unit")
+#: ``channels``: CLAHE on each channel separately (the green channel of a fundus image, a grey B-scan);
+#: ``lab``: on the lightness of CIE L*a*b* only, so colours keep their hue (RGB input).
+CLAHE_SPACES = ("channels", "lab")
+#: red-channel level (fraction of full scale) above which a fundus pixel is inside the field of view
+FOV_RED_LEVEL = 20 / 255
+
+
+def estimate_fov(image: np.ndarray, level: float = FOV_RED_LEVEL) -> np.ndarray:
+    """The field of view of a ``(3, H, W)`` fundus photograph as ``(H, W)`` bool.
+
+    Red channel above ``level`` of full scale (integer images: of their dtype's maximum; float
+    images: of 1.0), opened twice, holes filled, largest component kept.
+    """
+    from scipy import ndimage
+
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise EyegcError(f"a field of view is estimated from an RGB (3, H, W) image, got shape {image.shape}")
+    red = np.asarray(image[0])
+    full = float(np.iinfo(red.dtype).max) if np.issubdtype(red.dtype, np.integer) else 1.0
+    fov = ndimage.binary_opening(red > level * full, iterations=2)
+    fov = ndimage.binary_fill_holes(fov)
+    labels, count = ndimage.label(fov)
+    if count > 1:
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        sizes[0] = 0
+        fov = labels == int(np.argmax(sizes))
+    return fov
 
 
 def working_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -20,12 +57,45 @@ def working_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
 
+def apply_clahe(
+    image: np.ndarray, clip_limit: float = 0.01, space: str = "channels", kernel_size: int | None = None
+) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (scikit-image) of a ``(C, H, W)`` image in [0, 1].
+
+    Args:
+        image: float image, values in [0, 1].
+        clip_limit: scikit-image's normalised clip limit (higher = more contrast; 0.01 is its default).
+        space: one of :data:`CLAHE_SPACES`; ``"lab"`` needs 3 (RGB) channels.
+        kernel_size: tile size in pixels; ``None`` = 1/8 of the height and width (scale-invariant).
+
+    Returns:
+        float32 ``(C, H, W)`` in [0, 1].
+    """
+    from skimage import color, exposure
+
+    space = look_up_option(space, CLAHE_SPACES, what="CLAHE space")
+    values = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
+    if space == "lab":
+        if values.shape[0] != 3:
+            raise EyegcError(
+                f"CLAHE in L*a*b* needs an RGB image, got {values.shape[0]} channel(s); use space 'channels'"
+            )
+        lab = color.rgb2lab(np.moveaxis(values, 0, -1))
+        lab[..., 0] = exposure.equalize_adapthist(lab[..., 0] / 100.0, kernel_size, clip_limit) * 100.0
+        return np.moveaxis(np.clip(color.lab2rgb(lab), 0.0, 1.0), -1, 0).astype(np.float32)
+    return np.stack([exposure.equalize_adapthist(c, kernel_size, clip_limit) for c in values]).astype(np.float32)
+
+
 def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.Tensor:
     """``(C, H, W)`` stored image -> float32 network input at the working resolution.
 
     Integer images are scaled by their dtype's maximum; ``input_size`` ``[H, W]`` (classification)
     resizes to that size, else ``working_scale`` scales both sides; ``normalize`` ``"zscore"`` then
-    standardises each channel of each image, ``"unit"`` keeps the [0, 1] range.
+    standardises each channel of each image, ``"unit"`` keeps the [0, 1] range. ``clahe`` (a mapping of
+    :func:`apply_clahe`'s arguments, or ``None``) equalises contrast at the working resolution first.
+    ``fov_mask`` (RGB fundus images) estimates the field of view (:func:`estimate_fov`), standardises
+    with the statistics inside it and sets everything outside to 0, so the black border neither
+    skews the normalisation nor carries signal.
     """
     tensor = torch.from_numpy(np.ascontiguousarray(image)).float()
     if np.issubdtype(image.dtype, np.integer):
@@ -40,11 +110,23 @@ def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.
     elif scale != 1.0:
         size = working_shape(image.shape[-2:], scale)
         tensor = F.interpolate(tensor[None], size=size, mode="bilinear", antialias=scale < 1, align_corners=False)[0]
+    fov = None
+    if preprocessing.get("fov_mask"):
+        fov = torch.from_numpy(estimate_fov(tensor.numpy()))
+    clahe = preprocessing.get("clahe")
+    if clahe:
+        if not np.issubdtype(image.dtype, np.integer):  # CLAHE needs [0, 1]: stretch float images first
+            low = tensor.amin(dim=(-2, -1), keepdim=True)
+            tensor = (tensor - low) / (tensor.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-12)
+        tensor = torch.from_numpy(apply_clahe(tensor.numpy(), **clahe))
     normalize = look_up_option(preprocessing.get("normalize", "zscore"), NORMALIZATIONS, what="normalization")
     if normalize == "zscore":
-        mean = tensor.mean(dim=(-2, -1), keepdim=True)
-        std = tensor.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+        inside = tensor[:, fov] if fov is not None and bool(fov.any()) else tensor.flatten(1)
+        mean = inside.mean(dim=1)[:, None, None]
+        std = inside.std(dim=1).clamp_min(1e-6)[:, None, None]
         tensor = (tensor - mean) / std
+    if fov is not None:
+        tensor = tensor * fov
     return tensor.contiguous()
 
 

@@ -33,7 +33,7 @@ from eyegc.common.losses import build_loss
 from eyegc.common.networks import CLASSIFIERS, NETWORKS, load_pretrained
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
 from eyegc.common.postprocessing import plugin_postprocess, postprocess
-from eyegc.common.preprocessing import prepare_image, prepare_target, resize_probabilities
+from eyegc.common.preprocessing import CLAHE_SPACES, prepare_image, prepare_target, resize_probabilities
 from eyegc.common.registry import look_up_option
 from monai.data import DataLoader, Dataset, get_track_meta, set_track_meta
 from monai.transforms import (
@@ -80,6 +80,11 @@ class TrainConfig:
     tune: bool = True
     #: "torch" (MONAI networks) or "paddle" (classification tasks; eyegc.common.paddle_backend).
     backend: str = "torch"
+    #: CLAHE before normalising: "none", "channels" or "lab"; ``clahe_clip`` its clip limit.
+    clahe: str | None = None
+    clahe_clip: float | None = None
+    fov_mask: bool | None = None
+    validate_every: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,6 +102,21 @@ def make_splits(case_ids: Sequence[str], folds: int, seed: int) -> list[dict[str
         {"train": [ids[i] for i in train], "val": [ids[i] for i in val]}
         for train, val in kfold.split(np.arange(len(ids)))
     ]
+
+
+def _resolve_clahe(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The task's CLAHE settings with the user's ``--clahe``/``--clahe-clip`` on top (``None`` = off)."""
+    clahe = dict(plugin.defaults.clahe) if plugin.defaults.clahe else None
+    if cfg.clahe is not None:
+        space = look_up_option(cfg.clahe, ("none", *CLAHE_SPACES), what="CLAHE mode")
+        clahe = None if space == "none" else {**(clahe or {}), "space": space}
+    if cfg.clahe_clip is not None:
+        if not 0 < cfg.clahe_clip <= 1:
+            raise EyegcError(f"--clahe-clip must be in (0, 1] (scikit-image scale), got {cfg.clahe_clip}")
+        clahe = {**(clahe or {"space": "channels"}), "clip_limit": cfg.clahe_clip}
+    if clahe and clahe.get("space") == "lab" and plugin.in_channels != 3:
+        raise EyegcError(f"CLAHE in L*a*b* needs RGB input; {plugin.name} feeds {plugin.in_channels} channel(s)")
+    return clahe
 
 
 def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
@@ -121,7 +141,11 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
     preprocessing: dict[str, Any] = {
         "working_scale": cfg.working_scale if cfg.working_scale is not None else d.working_scale,
         "normalize": d.normalize,
+        "clahe": _resolve_clahe(plugin, cfg),
+        "fov_mask": bool(d.fov_mask if cfg.fov_mask is None else cfg.fov_mask),
     }
+    if preprocessing["fov_mask"] and plugin.in_channels != 3:
+        raise EyegcError(f"--fov-mask needs RGB fundus input; {plugin.name} feeds {plugin.in_channels} channel(s)")
     preprocessing.update(cfg.extra.get("preprocessing", {}))
     thresholds = {c.key: 0.5 for c in plugin.classes if not classification or c.num_classes == 2}
     config: dict[str, Any] = {
@@ -143,6 +167,8 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
             "loss": loss,
             "class_weights": cfg.class_weights,
             "patches_per_image": cfg.patches_per_image or d.patches_per_image,
+            "elastic_probability": float(d.elastic_probability),
+            "validate_every": int(cfg.validate_every or d.validate_every),
             "seed": cfg.seed,
             "pretrained": cfg.pretrained,
             "metric": plugin.metric.primary,
@@ -174,6 +200,7 @@ def _augmentation(
     categorical: bool = False,
     roi: bool = False,
     classification: bool = False,
+    elastic_probability: float = 0.15,
 ) -> Compose:
     """Random patches and augmentation; class-index labels (``categorical``) and fields of view are resampled nearest.
 
@@ -210,16 +237,19 @@ def _augmentation(
         steps.append(RandFlipd(keys, prob=0.5, spatial_axis=0))
     if "rot90" in ops and patch:
         steps.append(RandRotate90d(keys, prob=0.5, max_k=3))
+    steps.append(RandRotated(keys, range_x=0.26, prob=0.3, mode=modes, padding_mode="zeros"))
+    if elastic_probability > 0:
+        steps.append(
+            Rand2DElasticd(
+                keys,
+                spacing=(32, 32),
+                magnitude_range=(1, 2),
+                prob=elastic_probability,
+                mode=modes,
+                padding_mode="zeros",
+            )
+        )
     steps += [
-        RandRotated(keys, range_x=0.26, prob=0.3, mode=modes, padding_mode="zeros"),
-        Rand2DElasticd(
-            keys,
-            spacing=(32, 32),
-            magnitude_range=(1, 2),
-            prob=0.15,
-            mode=modes,
-            padding_mode="zeros",
-        ),
         RandScaleIntensityd("image", factors=0.15, prob=0.5),
         RandAdjustContrastd("image", gamma=(0.8, 1.25), prob=0.3),
         RandGaussianNoised("image", std=0.05, prob=0.2),
@@ -361,7 +391,9 @@ def _plot_curve(history: dict[str, list[float]], metric: str, path: Path) -> Non
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    ax2.plot(epochs, history["metric"], label=f"validation {metric}", color="tab:orange")
+    metric_values = np.asarray(history["metric"], dtype=float)
+    shown = np.isfinite(metric_values)  # epochs without validation are NaN
+    ax2.plot(epochs[shown], metric_values[shown], ".-", label=f"validation {metric}", color="tab:orange")
     ax2.set_ylabel(metric)
     fig.legend(loc="upper center", ncol=2, fontsize=8)
     fig.tight_layout()
@@ -413,7 +445,14 @@ def _train_fold(
     with_roi = bool(data.roi_tensors)
     patch = int(config["patch_size"])
     transforms = _augmentation(
-        patch, ops, int(t["patches_per_image"]), crop_classes, categorical, roi=with_roi, classification=classification
+        patch,
+        ops,
+        int(t["patches_per_image"]),
+        crop_classes,
+        categorical,
+        roi=with_roi,
+        classification=classification,
+        elastic_probability=float(t.get("elastic_probability", 0.15)),
     )
     items = []
     for c in split["train"]:
@@ -425,6 +464,7 @@ def _train_fold(
         items.append(item)
     dataset = Dataset(items, transform=transforms)
     epochs, batch_size = int(t["epochs"]), int(t["batch_size"])
+    validate_every = max(1, int(t.get("validate_every", 1)))
     per_image = int(t["patches_per_image"]) if patch and not classification else 1
     progress = tqdm(range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs)
     # MONAI metadata tracking costs about a third of the augmentation time and nothing here reads it.
@@ -462,12 +502,14 @@ def _train_fold(
                         scaler.update()
                         losses.append(float(loss.detach()))
             scheduler.step()
-            score, _ = _validate(plugin, network, data, split["val"], config, device)
+            validated = (epoch + 1) % validate_every == 0 or epoch + 1 == epochs
+            score = _validate(plugin, network, data, split["val"], config, device)[0] if validated else float("nan")
             history["loss"].append(float(np.mean(losses)))
             history["metric"].append(score)
+            improved = validated and np.isfinite(score) and not score <= best["score"]
             # The first epoch is always kept: a metric that is NaN on every epoch (AUC on a one-class fold) must still
             # leave weights behind.
-            if best["epoch"] == 0 or score > best["score"]:
+            if best["epoch"] == 0 or improved:
                 best = {"epoch": epoch + 1, "score": score}
                 _save_atomic(network.state_dict(), fold_dir / WEIGHTS_NAME)
             _save_atomic(
@@ -484,7 +526,8 @@ def _train_fold(
                 checkpoint_path,
             )
             (fold_dir / "history.json").write_text(json.dumps({**history, **best}, indent=1))
-            progress.set_postfix(loss=f"{history['loss'][-1]:.4f}", **{config["training"]["metric"]: f"{score:.4f}"})
+            shown = next((m for m in reversed(history["metric"]) if np.isfinite(m)), float("nan"))  # last validated
+            progress.set_postfix(loss=f"{history['loss'][-1]:.4f}", **{config["training"]["metric"]: f"{shown:.4f}"})
             for callback in callbacks:
                 callback(fold, epoch + 1, history)
     finally:

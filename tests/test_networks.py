@@ -77,7 +77,7 @@ def test_pretrained_state_dict_is_loaded_from_a_path(tmp_path: Path) -> None:
         load_pretrained(other, tmp_path / "absent.pt")
 
 
-@pytest.mark.parametrize("loss", ["dice_bce", "dice_focal"])
+@pytest.mark.parametrize("loss", ["dice_bce", "dice_focal", "bce"])
 def test_losses_accept_class_weights_and_decrease_for_better_logits(loss: str) -> None:
     fn = build_loss(loss, TaskKind.MULTILABEL_SEGMENTATION, [1.0, 2.0, 0.5])
     target = (torch.rand(2, 3, 16, 16) > 0.7).float()

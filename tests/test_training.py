@@ -68,7 +68,7 @@ def test_bundle_records_what_rebuilds_the_model(drac22_run: Path) -> None:
     config = read_config(drac22_run)
     assert config["task"] == "drac22-task1"
     assert config["network"]["name"] == "UNet"
-    assert config["preprocessing"] == {"working_scale": 0.125, "normalize": "zscore"}
+    assert config["preprocessing"] == {"working_scale": 0.125, "normalize": "zscore", "clahe": None, "fov_mask": False}
     assert set(config["postprocessing"]["thresholds"]) == {"irma", "npa", "nv"}
     assert config["data_fingerprint"]["files"] > 6 and len(config["data_fingerprint"]["sha256"]) == 64
     assert (
@@ -202,3 +202,50 @@ def test_whole_image_training_with_patch_size_zero(drac22_data: Path, tmp_path: 
     masks, probs = Predictor(PLUGIN, [bundle], tta="dihedral").predict(image)
     assert masks.shape == probs.shape == (3, 1024, 1024)
     assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
+
+
+def test_bce_loss_is_cross_entropy_alone_and_only_for_sigmoid_tasks() -> None:
+    from eyegc.common.losses import build_loss
+    from eyegc.common.plugin import TaskKind
+
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    loss = build_loss("bce", TaskKind.MULTILABEL_SEGMENTATION)(logits, target)
+    # mean of -log(sigmoid(2)), -log(1 - sigmoid(-1)), -log(1 - sigmoid(0.5)), -log(sigmoid(-3))
+    expected = np.mean([np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0)), np.log1p(np.exp(0.5)), np.log1p(np.exp(3.0))])
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    with_dice = build_loss("dice_bce", TaskKind.MULTILABEL_SEGMENTATION)(logits, target)
+    assert with_dice.item() > loss.item()
+    with pytest.raises(EyegcError, match="multi-label"):
+        build_loss("bce", TaskKind.MULTICLASS_SEGMENTATION)
+
+
+def test_elastic_deformation_can_be_switched_off() -> None:
+    from eyegc.common.training import _augmentation
+    from monai.transforms import Rand2DElasticd
+
+    def names(probability: float) -> list[str]:
+        transforms = _augmentation(32, {"flip_lr"}, 2, 2, elastic_probability=probability).transforms
+        return [type(t).__name__ for t in transforms]
+
+    assert Rand2DElasticd.__name__ in names(0.15)
+    assert Rand2DElasticd.__name__ not in names(0.0)
+    drive = get_task("drive-vessels")
+    assert drive.defaults.elastic_probability == 0.0
+
+
+def test_validate_every_skips_epochs_but_always_validates_the_last(drac22_data: Path, tmp_path: Path) -> None:
+    run = train(
+        get_task("drac22-task1"),
+        drac22_data,
+        tmp_path / "run",
+        tiny_train_config(epochs=3, fold="0", validate_every=2, tune=False),
+    )
+    history = json.loads((run / "fold_0" / "history.json").read_text())
+    assert np.isnan(history["metric"][0])
+    assert np.isfinite(history["metric"][1]) and np.isfinite(history["metric"][2])
+    assert history["epoch"] in (1, 2, 3)  # epoch 1 is kept until a validated epoch scores
+    config = read_config(run)
+    assert config["training"]["validate_every"] == 2
+    if history["epoch"] != 1:
+        assert history["score"] == max(history["metric"][1:])

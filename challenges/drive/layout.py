@@ -36,12 +36,11 @@ import numpy as np
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import read_image_array, read_mask
 from eyegc.common.plugin import Case
+from eyegc.common.preprocessing import estimate_fov
 from PIL import Image, UnidentifiedImageError
-from scipy import ndimage
 
 __all__ = [
     "FOV_DIR",
-    "FOV_RED_THRESHOLD",
     "IMAGES_DIR",
     "IMAGE_SIZE",
     "MANUAL_DIR",
@@ -64,7 +63,6 @@ IMAGES_DIR = "images"
 MANUAL_DIR = "1st_manual"
 FOV_DIR = "mask"
 #: Red-channel level above which a pixel is inside the estimated field of view.
-FOV_RED_THRESHOLD = 20
 _IMAGE_SUFFIXES = (".tif", ".tiff")
 _NAME = re.compile(r"^(\d+)_(training|test)$")
 
@@ -216,23 +214,6 @@ def read_drive_mask(path: Path) -> np.ndarray:
     mask = (_read_gif(path) > 0).astype(np.uint8) if path.suffix.lower() == ".gif" else read_mask(path)
     _check_size(path, mask.shape, "masks")
     return mask
-
-
-def estimate_fov(image: np.ndarray) -> np.ndarray:
-    """Estimate the field of view of a ``(3, H, W)`` fundus image: ``(H, W)`` bool.
-
-    Red channel above :data:`FOV_RED_THRESHOLD`, opened twice, holes filled, largest component kept.
-    """
-    if image.ndim != 3 or image.shape[0] < 1:
-        raise ValueError(f"estimate_fov expects a (channels, H, W) image, got shape {image.shape}")
-    fov = ndimage.binary_opening(image[0] > FOV_RED_THRESHOLD, iterations=2)
-    fov = ndimage.binary_fill_holes(fov)
-    labels, count = ndimage.label(fov)
-    if count > 1:
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)
-        sizes[0] = 0
-        fov = labels == int(np.argmax(sizes))
-    return fov
 
 
 def read_drive_fov(case: Case, fov_missing: Literal["estimate", "error"] = "estimate") -> np.ndarray:
