@@ -58,6 +58,26 @@ def _cv_predictions(plugin: DriveVessels, run: Path, data: Path, out: Path, tta:
     return elapsed / count
 
 
+def _per_fold(plugin: DriveVessels, run: Path, data: Path, pred: Path) -> list[dict[str, float]]:
+    """F1 and AUC of each fold's held-out images alone (one network ranks them all, as on a test set)."""
+    config = read_config(run)
+    cases = {c.case_id: c for c in plugin.list_cases(data, "train")}
+    figures = []
+    for fold, info in sorted(config["folds"].items()):
+        ids = list(info["validation_cases"])
+        result = plugin.metric(
+            plugin.name,
+            plugin.read_predictions(pred, ids),
+            [plugin.read_target(cases[i]) for i in ids],
+            ids,
+            probabilities=plugin.read_probabilities(pred, ids),
+            rois=[plugin.read_roi(cases[i]) for i in ids],
+        )
+        vessel = result.per_class["vessel"]
+        figures.append({"fold": int(fold), "f1": vessel["f1"], "auc": vessel["auc"]})
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DRIVE root (holds training/ and maybe test/)")
@@ -68,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patch-size", type=int, default=None, help="training/inference window; default: the plugin's")
     parser.add_argument("--patches-per-image", type=int, default=None, help="patches per image per epoch")
     parser.add_argument("--learning-rate", type=float, default=None, help="AdamW peak learning rate")
-    parser.add_argument("--loss", choices=("dice_bce", "dice_focal"), default=None, help="default: the plugin's")
+    parser.add_argument("--loss", choices=("dice_bce", "dice_focal", "bce"), default=None, help="default: the plugin's")
     parser.add_argument(
         "--channels", choices=("rgb", "green"), default=None, help="network input; default: the plugin's"
     )
@@ -132,8 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         "learning_rate": config["training"]["learning_rate"],
         "loss": config["training"]["loss"],
         "channels": plugin.channels,
+        "clahe": config["preprocessing"].get("clahe"),
+        "elastic_probability": config["training"].get("elastic_probability"),
+        "validate_every": config["training"].get("validate_every"),
         "cpu_threads": torch.get_num_threads(),
     }
+    if split == "cv":
+        folds = _per_fold(plugin, run, args.data, pred)
+        figures["per_fold"] = folds
+        figures["mean_fold_f1"] = float(sum(f["f1"] for f in folds) / len(folds))
+        figures["mean_fold_auc"] = float(sum(f["auc"] for f in folds) / len(folds))
     (args.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(format_leaderboard(result))
     print(
@@ -141,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         f"accuracy {figures['accuracy']:.4f}  sensitivity {figures['sensitivity']:.4f}  "
         f"specificity {figures['specificity']:.4f}  (threshold {figures['threshold']:.2f})"
     )
+    if split == "cv":
+        print(
+            "per fold (each fold's network ranks its own held-out images, as one network does on a test set): "
+            + ", ".join(f"F1 {f['f1']:.4f} AUC {f['auc']:.4f}" for f in figures["per_fold"])
+            + f"; mean F1 {figures['mean_fold_f1']:.4f}  mean AUC {figures['mean_fold_auc']:.4f}"
+        )
     print(
         f"training {train_seconds / 60:.1f} min for {args.folds} folds x {figures['epochs']} epochs on "
         f"{figures['cpu_threads']} CPU threads; inference {per_image:.2f} s per image with TTA {args.tta}"
