@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,23 @@ def test_predict_overwrite_never_deletes_its_own_inputs(
     assert main([*args, "--out", str(drac22_data), "--overwrite"]) == 2
     assert "--overwrite would delete it" in capsys.readouterr().err
     assert images.is_dir()
+
+
+def test_train_records_preprocessing_and_validation_options(
+    drac22_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "drac22-task1", "--data", str(drac22_data), "--out", str(run), "--folds", "2", "--fold", "0"]
+    args += ["--epochs", "2", "--patch-size", "64", "--working-scale", "0.125", "--patches-per-image", "1"]
+    args += ["--network-kwargs", '{"channels": [4, 8], "strides": [2], "num_res_units": 0}', "--no-tune"]
+    args += ["--clahe", "channels", "--clahe-clip", "0.02", "--validate-every", "2", "--loss", "bce", "--device", "cpu"]
+    assert main(args) == 0
+    config = json.loads((run / "bundle.json").read_text())
+    assert config["preprocessing"]["clahe"] == {"space": "channels", "clip_limit": 0.02}
+    assert config["preprocessing"]["fov_mask"] is False
+    assert config["training"]["validate_every"] == 2 and config["training"]["loss"] == "bce"
+    # DRAC22 images are grey: asking for the RGB-only options is one clear line, and no run is left
+    bad = [*args[:5], str(tmp_path / "bad"), *args[6:], "--fov-mask"]
+    assert main(bad) == 2
+    assert "--fov-mask needs RGB" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
