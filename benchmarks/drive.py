@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     config = read_config(run)
     vessel = result.per_class["vessel"]
     figures = {
-        "evaluation": "5-fold cross-validation on training/" if split == "cv" else "test/ (ensemble of the folds)",
+        "evaluation": f"{args.folds}-fold cross-validation on training/"
+        if split == "cv"
+        else "test/ (ensemble of the folds)",
         "cases": result.cases,
         "f1": vessel["f1"],
         "auc": vessel["auc"],
