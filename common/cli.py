@@ -108,7 +108,8 @@ def _print_run_summary(run: Path) -> None:
         tuned = cv["tuned_postprocessing"]["leaderboard"]
         print(f"cross-validation ({cv['cases']} cases): threshold 0.5 {default} -> tuned {tuned}")
         post = config["postprocessing"]
-        print(f"thresholds {post['thresholds']}, min component size {post['min_component_size']}")
+        sizes = post.get("min_component_size")  # segmentation only
+        print(f"thresholds {post['thresholds']}" + (f", min component size {sizes}" if sizes is not None else ""))
     print(f"model bundle: {run}")
 
 

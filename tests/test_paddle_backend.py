@@ -240,3 +240,19 @@ def test_grey_single_head_task_trains_and_predicts(paddle: ModuleType, tmp_path:
     grades, probs = Predictor(plugin, [bundle], tta="flip", device="cpu").predict(plugin.read_image(case.image))
     assert grades.shape == (len(heads),) and probs.shape == (len(heads), max(heads))
     assert set(config["postprocessing"]["thresholds"]) == {c.key for c in plugin.classes if c.num_classes == 2}
+
+
+def test_cli_trains_a_paddle_bundle_and_prints_its_summary(
+    paddle: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eyegc.common.cli import main
+
+    plugin = get_task("goals-glaucoma")
+    data = write_sample_data(plugin, tmp_path / "data", 6, 3, seed=1)
+    run = tmp_path / "run"
+    args = ["train", plugin.name, "--data", str(data), "--out", str(run), "--backend", "paddle", "--folds", "2"]
+    args += ["--epochs", "1", "--batch-size", "4", "--network-kwargs", '{"depth": 18}', "--input-size", "64,64"]
+    assert main([*args, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "fold 0: best epoch 1/1" in out and "thresholds {'glaucoma'" in out and f"model bundle: {run}" in out
+    assert read_config(run)["backend"] == "paddle"
