@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): set up .venv, lint, run every test, then the
 # container end to end (./submit.sh drac22-task1 --demo and goals-glaucoma --demo: image sockets and a
-# JSON value socket; build, offline test runs, export).
+# JSON value socket; then goals-glaucoma with a PaddlePaddle bundle: the image gets the paddle extra;
+# build, offline test runs, export).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 # EYEGC_SKIP_CONTAINER=1 skips the container stage.
 set -euo pipefail
@@ -24,7 +25,7 @@ if [ "${EYEGC_SKIP_CONTAINER:-0}" = 1 ]; then
   echo "test.sh: container stage skipped (EYEGC_SKIP_CONTAINER=1)"
   exit 0
 fi
-echo "== container end to end: ./submit.sh drac22-task1 --demo, ./submit.sh goals-glaucoma --demo"
+echo "== container end to end: ./submit.sh drac22-task1 --demo, goals-glaucoma --demo, goals-glaucoma with a paddle bundle"
 started=$(date +%s)
 export EYEGC_DOCKERD_PIDFILE="${TMPDIR:-/tmp}/eyegc-dockerd-test-$$.pid"
 stop_engine() {
@@ -39,6 +40,13 @@ if scripts/docker-engine.sh; then
   for task in drac22-task1 goals-glaucoma; do
     ./submit.sh "$task" --demo --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
   done
+  # A bundle of the paddle backend: submit.sh must add the paddle extra to the image, and the
+  # container must predict with paddle exactly as `eyegc predict` does.
+  rm -rf build/test-paddle-gc
+  .venv/bin/eyegc train goals-glaucoma --data demo/goals-glaucoma/data --out build/test-paddle-gc \
+    --backend paddle --network-kwargs '{"depth": 18}' --epochs 2 --folds 2 --input-size 200,276 --device cpu
+  ./submit.sh goals-glaucoma --model build/test-paddle-gc --data demo/goals-glaucoma/data --max-cases 2 \
+    --tag eyegc-goals-glaucoma-paddle --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
 elif [ -n "${CI:-}" ]; then
   echo "test.sh: CI needs a Docker engine for the container stage" >&2
   exit 1
