@@ -36,9 +36,10 @@ stop_engine() {
   fi
 }
 trap stop_engine EXIT
+base_image="${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}"
 if scripts/docker-engine.sh; then
   for task in drac22-task1 goals-glaucoma; do
-    ./submit.sh "$task" --demo --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
+    ./submit.sh "$task" --demo --base-image "$base_image" --out build/test-dist
   done
   # A bundle of the paddle backend: submit.sh must add the paddle extra to the image, and the
   # container must predict with paddle exactly as `eyegc predict` does.
@@ -46,7 +47,7 @@ if scripts/docker-engine.sh; then
   .venv/bin/eyegc train goals-glaucoma --data demo/goals-glaucoma/data --out build/test-paddle-gc \
     --backend paddle --network-kwargs '{"depth": 18}' --epochs 2 --folds 2 --input-size 200,276 --device cpu
   ./submit.sh goals-glaucoma --model build/test-paddle-gc --data demo/goals-glaucoma/data --max-cases 2 \
-    --tag eyegc-goals-glaucoma-paddle --base-image "${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}" --out build/test-dist
+    --tag eyegc-goals-glaucoma-paddle --base-image "$base_image" --out build/test-dist
 elif [ -n "${CI:-}" ]; then
   echo "test.sh: CI needs a Docker engine for the container stage" >&2
   exit 1
