@@ -27,6 +27,16 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _json_object(text: str, option: str) -> dict:
     try:
         value = json.loads(text)
@@ -83,6 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         clahe_clip=args.clahe_clip,
         fov_mask=args.fov_mask,
         validate_every=args.validate_every,
+        jobs=args.jobs,
         extra={"input_size": args.input_size} if args.input_size else {},
     )
     try:
@@ -297,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-tune", action="store_true", help="skip threshold tuning at the end")
     p.add_argument("--validate-every", type=int, help="validate every N epochs and at the last (default: the task's)")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="folds trained at once, one process each sharing the CPU threads (2 on a 2-core CPU: ~1.4x faster)",
+    )
     p.add_argument(
         "--backend",
         default="torch",

@@ -85,6 +85,8 @@ class TrainConfig:
     clahe_clip: float | None = None
     fov_mask: bool | None = None
     validate_every: int | None = None
+    #: folds trained at once, each in its own process with ``torch threads / jobs`` threads (CPU).
+    jobs: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -410,6 +412,7 @@ def _train_fold(
     fold: int,
     device: torch.device,
     callbacks: Sequence[EpochCallback],
+    position: int | None = None,
 ) -> dict[str, Any]:
     t = config["training"]
     fold_dir = run / f"fold_{fold}"
@@ -466,7 +469,14 @@ def _train_fold(
     epochs, batch_size = int(t["epochs"]), int(t["batch_size"])
     validate_every = max(1, int(t.get("validate_every", 1)))
     per_image = int(t["patches_per_image"]) if patch and not classification else 1
-    progress = tqdm(range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs)
+    progress = tqdm(
+        range(start_epoch, epochs),
+        desc=f"fold {fold}",
+        unit="epoch",
+        initial=start_epoch,
+        total=epochs,
+        position=position,
+    )
     # MONAI metadata tracking costs about a third of the augmentation time and nothing here reads it.
     tracking = get_track_meta()
     set_track_meta(False)
@@ -545,6 +555,86 @@ def _train_fold(
     }
 
 
+def _fold_job(
+    plugin: TaskPlugin,
+    run: Path,
+    config: dict[str, Any],
+    data: _Data,
+    split: dict[str, list[str]],
+    fold: int,
+    device: torch.device,
+    threads: int,
+    position: int,
+) -> dict[str, Any]:
+    """One fold in a worker process (:func:`_train_folds_in_parallel`)."""
+    torch.set_num_threads(threads)
+    return _train_fold(plugin, run, config, data, split, fold, device, (), position=position)
+
+
+def _train_folds_in_parallel(
+    plugin: TaskPlugin,
+    run: Path,
+    config: dict[str, Any],
+    data: _Data,
+    splits: list[dict[str, list[str]]],
+    folds: list[int],
+    device: torch.device,
+    jobs: int,
+    finished: Callable[[int, dict[str, Any], float], None],
+) -> None:
+    """Train ``folds``, ``jobs`` at a time, each in a spawned process; ``finished`` records each as it ends.
+
+    On a CPU each process gets ``threads / (folds running beside it)`` torch threads: small
+    convolutions use two threads poorly and augmentation is single-threaded, so two one-thread
+    folds beat one two-thread fold (benchmarks/README.md); a fold that runs alone gets them all.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    total_threads = torch.get_num_threads()
+    queue = list(folds)
+    running: dict[Future[dict[str, Any]], tuple[int, int, float]] = {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    fold = queue.pop(0)
+                    beside = min(jobs, len(running) + 1 + len(queue))
+                    slot = min(set(range(jobs)) - {s for _, s, _ in running.values()})
+                    future = pool.submit(
+                        _fold_job,
+                        plugin,
+                        run,
+                        config,
+                        data,
+                        splits[fold],
+                        fold,
+                        device,
+                        max(1, total_threads // beside),
+                        slot,
+                    )
+                    running[future] = (fold, slot, time.perf_counter())
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    fold, _, started = running.pop(future)
+                    try:
+                        info = future.result()
+                    except BrokenProcessPool:
+                        raise EyegcError(
+                            f"the process training fold {fold} died (out of memory or killed; or train() was "
+                            "called by a script without an `if __name__ == '__main__':` guard, which spawned "
+                            "workers need); rerun with --resume, with jobs=1 if it happens again"
+                        ) from None
+                    finished(fold, info, time.perf_counter() - started)
+        except BaseException:
+            # A failed or interrupted fold stops the others too (their checkpoints let --resume continue).
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
 def _save_oof(run: Path, probabilities: dict[str, np.ndarray]) -> None:
     """Save probabilities quantised to 1/255 (uint8): tuning's 0.05 grid does not need more."""
     oof = run / "oof"
@@ -590,6 +680,8 @@ def train(
     """
     cfg = cfg or TrainConfig()
     run, data_root = Path(run), Path(data_root)
+    if cfg.jobs < 1:
+        raise EyegcError(f"jobs (folds trained at once) must be at least 1, got {cfg.jobs}")
     backend = look_up_option(cfg.backend, ("torch", "paddle"), what="backend")
     if resume and (run / "bundle.json").is_file():
         backend = read_config(run).get("backend", "torch")
@@ -672,15 +764,22 @@ def _train(
     config["data_fingerprint"] = fingerprint
     config["training"]["data_root"] = str(data_root.resolve())
     write_config(run, config)
-    started = time.perf_counter()
-    for fold in todo:
-        done = config["folds"].get(str(fold))
-        if done and done["epochs_done"] >= int(t["epochs"]):
-            continue
-        config["folds"][str(fold)] = _train_fold(plugin, run, config, data, splits[fold], fold, device, callbacks)
-        config["folds"][str(fold)]["seconds"] = round(time.perf_counter() - started, 1)
+    todo = [f for f in todo if int((config["folds"].get(str(f)) or {}).get("epochs_done", 0)) < int(t["epochs"])]
+
+    def finished(fold: int, info: dict[str, Any], seconds: float) -> None:
+        config["folds"][str(fold)] = {**info, "seconds": round(seconds, 1)}
         write_config(run, config)
-        write_checksums(run, fresh=[config["folds"][str(fold)]["weights"]])
+        write_checksums(run, fresh=[info["weights"]])
+
+    if cfg.jobs > 1 and len(todo) > 1:
+        if callbacks:
+            raise EyegcError("epoch callbacks run in the training process: train with jobs=1 to use them")
+        _train_folds_in_parallel(plugin, run, config, data, splits, todo, device, cfg.jobs, finished)
+    else:
+        for fold in todo:
+            started = time.perf_counter()
+            info = _train_fold(plugin, run, config, data, splits[fold], fold, device, callbacks)
+            finished(fold, info, time.perf_counter() - started)
     tunable = plugin.kind in (TaskKind.MULTILABEL_SEGMENTATION, TaskKind.CLASSIFICATION)
     if len(config["folds"]) == len(splits) and cfg.tune and tunable:
         from eyegc.common.tuning import tune

@@ -249,3 +249,31 @@ def test_validate_every_skips_epochs_but_always_validates_the_last(drac22_data: 
     assert config["training"]["validate_every"] == 2
     if history["epoch"] != 1:
         assert history["score"] == max(history["metric"][1:])
+
+
+def test_folds_trained_in_parallel_equal_folds_trained_one_after_another(drac22_data: Path, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers get one thread each; same arithmetic as the reference
+    try:
+        cfg = tiny_train_config(epochs=2, tune=False)
+        reference = train(PLUGIN, drac22_data, tmp_path / "sequential", cfg)
+        cfg.jobs = 2
+        run = train(PLUGIN, drac22_data, tmp_path / "parallel", cfg)
+    finally:
+        torch.set_num_threads(threads)
+    for fold in (0, 1):
+        info = read_config(run)["folds"][str(fold)]
+        assert info["epochs_done"] == 2 and info["seconds"] > 0
+        a = torch.load(reference / f"fold_{fold}" / "model.pt", weights_only=True)
+        b = torch.load(run / f"fold_{fold}" / "model.pt", weights_only=True)
+        for key, tensor in a.items():
+            torch.testing.assert_close(b[key], tensor, rtol=0, atol=0)
+    assert [f.fold for f in load_bundle(run, task=PLUGIN.name).folds] == [0, 1]
+
+
+def test_parallel_folds_refuse_callbacks_and_bad_job_counts(drac22_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(EyegcError, match="jobs=1"):
+        train(PLUGIN, drac22_data, tmp_path / "a", tiny_train_config(jobs=2), callbacks=[StopAfter(0, 1)])
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(EyegcError, match="at least 1"):
+        train(PLUGIN, drac22_data, tmp_path / "b", tiny_train_config(jobs=0))
