@@ -42,10 +42,16 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"
+#: a one-thread fold runs this much slower while another fold trains beside it (shared caches and
+#: memory bandwidth; 2-core machine: 11.5 s per epoch beside another vs 11.2 s alone, benchmarks/README.md).
+CONCURRENCY_SLOWDOWN = 1.05
+#: the share of a budget spent besides epochs (loading, worker start, validation every few epochs,
+#: out-of-fold predictions, threshold tuning): ~3 % on the same machine.
+OVERHEAD_SHARE = 0.05
 
 
-def _predict(plugin: DriveVessels, jobs: list[tuple[str, Predictor, list[Case]]], out: Path) -> tuple[float, float]:
-    """Write each job's cases predicted by its predictor; returns (seconds per image, float AUC).
+def _predict(plugin: DriveVessels, work: list[tuple[str, Predictor, list[Case]]], out: Path) -> tuple[float, float]:
+    """Predict and write the cases of each (label, predictor, cases) item; returns (s per image, float AUC).
 
     The float AUC ranks the unquantised probabilities inside the field of view, as papers compute
     it; the plugin's metric ranks the 8-bit PNGs a submission holds (ties at 1/255 count one half).
@@ -53,7 +59,7 @@ def _predict(plugin: DriveVessels, jobs: list[tuple[str, Predictor, list[Case]]]
     elapsed, count = 0.0, 0
     scores, truths = [], []
     with atomic_output_dir(out, overwrite=True) as tmp:
-        for label, predictor, cases in jobs:
+        for label, predictor, cases in work:
             for case in tqdm(cases, desc=label, unit="image"):
                 started = time.perf_counter()
                 masks, probs = predictor.predict(plugin.read_image(case.image))
@@ -66,7 +72,7 @@ def _predict(plugin: DriveVessels, jobs: list[tuple[str, Predictor, list[Case]]]
     return elapsed / count, float(roc_auc_score(np.concatenate(truths), np.concatenate(scores)))
 
 
-def _cv_jobs(plugin: DriveVessels, run: Path, data: Path, tta: str) -> list[tuple[str, Predictor, list[Case]]]:
+def _cv_work(plugin: DriveVessels, run: Path, data: Path, tta: str) -> list[tuple[str, Predictor, list[Case]]]:
     """Each fold's held-out images, to be predicted by that fold's network alone."""
     config = read_config(run)
     cases = {c.case_id: c for c in plugin.list_cases(data, "train")}
@@ -78,6 +84,30 @@ def _cv_jobs(plugin: DriveVessels, run: Path, data: Path, tta: str) -> list[tupl
         )
         for fold, info in sorted(config["folds"].items())
     ]
+
+
+def _probe_epoch_seconds(plugin: DriveVessels, data: Path, cfg: TrainConfig, probe: Path) -> float:
+    """Seconds one epoch of one fold takes here while ``cfg.jobs`` folds train at once.
+
+    A probe trains fold 0 for four epochs with the threads one of the workers gets and times
+    epochs 2 and 3 (the first warms up, the last validates).
+    """
+    threads = torch.get_num_threads()
+    stamps: list[float] = []
+    torch.set_num_threads(max(1, threads // cfg.jobs))
+    try:
+        probe_cfg = replace(cfg, epochs=4, fold="0", validate_every=1000, tune=False, jobs=1)
+        train(plugin, data, probe, probe_cfg, callbacks=[lambda *_: stamps.append(time.perf_counter())])
+    finally:
+        torch.set_num_threads(threads)
+        shutil.rmtree(probe, ignore_errors=True)
+    return (stamps[2] - stamps[0]) / 2 * (CONCURRENCY_SLOWDOWN if cfg.jobs > 1 else 1.0)
+
+
+def _epochs_within(seconds: float, epoch_seconds: float, folds: int, jobs: int) -> int:
+    """Epochs per fold that fit ``seconds`` when the folds train ``jobs`` at a time."""
+    rounds = -(-folds // jobs)
+    return max(1, int(seconds * (1 - OVERHEAD_SHARE) / (rounds * epoch_seconds)))
 
 
 def _per_fold(plugin: DriveVessels, run: Path, data: Path, pred: Path) -> list[dict[str, float]]:
@@ -106,7 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-split", choices=("test", "cv"), default=None, help="default: test if ROOT/test exists")
     parser.add_argument("--out", type=Path, default=Path("build/bench-drive"), help="work folder (replaced)")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=None, help="default: the plugin's")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=30.0,
+        help="training budget in wall-clock minutes (default 30): epochs are fitted to this machine by a short probe",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="fixed epochs instead of --minutes (0: the plugin's)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="folds trained at once, each with threads/jobs CPU threads (default: 2 on 2 or more threads, else 1)",
+    )
     parser.add_argument("--patch-size", type=int, default=None, help="training/inference window; default: the plugin's")
     parser.add_argument("--patches-per-image", type=int, default=None, help="patches per image per epoch")
     parser.add_argument("--learning-rate", type=float, default=None, help="AdamW peak learning rate")
@@ -123,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "training").is_dir():
         print(f"no DRIVE training set in {args.data} (expected {args.data / 'training'})", file=sys.stderr)
         return 2
+    jobs = min(2, torch.get_num_threads()) if args.jobs is None else args.jobs
+    if jobs < 1:
+        print(f"--jobs must be at least 1, got {jobs}", file=sys.stderr)
+        return 2
     split = args.test_split or ("test" if (args.data / "test").is_dir() else "cv")
     plugin = get_task("drive-vessels")
     if args.channels and args.channels != plugin.channels:
@@ -130,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     run = args.out / "run"
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    threads = max(1, torch.get_num_threads())
+    torch.set_num_threads(threads)
     started = time.perf_counter()
     cfg = TrainConfig(
         folds=args.folds,
-        epochs=args.epochs,
+        epochs=args.epochs or None,
         patch_size=args.patch_size,
         patches_per_image=args.patches_per_image,
         learning_rate=args.learning_rate,
@@ -142,16 +189,26 @@ def main(argv: list[str] | None = None) -> int:
         network_kwargs=args.network_kwargs,
         device="cpu",
         seed=args.seed,
+        jobs=min(jobs, threads, args.folds),
     )
+    epoch_seconds = None
+    if args.epochs is None:
+        epoch_seconds = _probe_epoch_seconds(plugin, args.data, cfg, args.out / "probe")
+        left = args.minutes * 60 - (time.perf_counter() - started)
+        cfg = replace(cfg, epochs=_epochs_within(left, epoch_seconds, args.folds, cfg.jobs))
+        print(
+            f"budget {args.minutes:g} min: {cfg.epochs} epochs per fold, {cfg.jobs} folds at a time "
+            f"({epoch_seconds:.1f} s per epoch per fold here)"
+        )
     train(plugin, args.data, run, cfg)
     train_seconds = time.perf_counter() - started
     pred = args.out / "predictions"
     if split == "cv":
-        jobs = _cv_jobs(plugin, run, args.data, args.tta)
+        work = _cv_work(plugin, run, args.data, args.tta)
     else:
         ensemble = Predictor(plugin, [load_bundle(run)], tta=args.tta, device="cpu")
-        jobs = [("test", ensemble, plugin.list_cases(args.data, "test"))]
-    per_image, auc_float = _predict(plugin, jobs, pred)
+        work = [("test", ensemble, plugin.list_cases(args.data, "test"))]
+    per_image, auc_float = _predict(plugin, work, pred)
     result = evaluate_predictions(plugin, pred, args.data, "train" if split == "cv" else "test")
     config = read_config(run)
     vessel = result.per_class["vessel"]
@@ -168,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         "specificity": vessel["specificity"],
         "threshold": config["postprocessing"]["thresholds"]["vessel"],
         "training_seconds": round(train_seconds, 1),
+        "budget_minutes": args.minutes if args.epochs is None else None,
+        "probe_epoch_seconds": round(epoch_seconds, 2) if epoch_seconds else None,
+        "jobs": cfg.jobs,
         "inference_seconds_per_image": round(per_image, 2),
         "tta": args.tta,
         "folds": args.folds,
@@ -203,9 +263,14 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"F1 {f['f1']:.4f} AUC {f['auc']:.4f}" for f in figures["per_fold"])
             + f"; mean F1 {figures['mean_fold_f1']:.4f}  mean AUC {figures['mean_fold_auc']:.4f}"
         )
+    budget = ""
+    if figures["budget_minutes"]:
+        within = "within" if train_seconds <= args.minutes * 60 else "OVER"
+        budget = f" ({within} the {args.minutes:g}-minute budget, probe included)"
     print(
-        f"training {train_seconds / 60:.1f} min for {args.folds} folds x {figures['epochs']} epochs on "
-        f"{figures['cpu_threads']} CPU threads; inference {per_image:.2f} s per image with TTA {args.tta}"
+        f"training {train_seconds / 60:.1f} min{budget} for {args.folds} folds x {figures['epochs']} epochs, "
+        f"{cfg.jobs} at a time on {figures['cpu_threads']} CPU threads; inference {per_image:.2f} s per image "
+        f"with TTA {args.tta}"
     )
     print("targets (DRIVE test set): F1 >= 0.80, AUC >= 0.975; published U-Nets 0.81-0.83 / 0.975-0.98")
     return 0

@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_positive_int,
         default=1,
-        help="folds trained at once, one process each sharing the CPU threads (2 on a 2-core CPU: ~1.4x faster)",
+        help="folds trained at once, one process each with threads/N torch threads (a 2-core CPU: 2, ~1.25x faster)",
     )
     p.add_argument(
         "--backend",

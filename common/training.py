@@ -6,6 +6,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -555,20 +557,45 @@ def _train_fold(
     }
 
 
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, the kernel ends a worker whose parent died (killed, timed out)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _fold_job(
     plugin: TaskPlugin,
     run: Path,
     config: dict[str, Any],
-    data: _Data,
+    data: dict[str, Any],
     split: dict[str, list[str]],
     fold: int,
     device: torch.device,
     threads: int,
     position: int,
 ) -> dict[str, Any]:
-    """One fold in a worker process (:func:`_train_folds_in_parallel`)."""
+    """One fold in a worker process (:func:`_train_folds_in_parallel`); ``data`` is :func:`_data_as_arrays`."""
     torch.set_num_threads(threads)
-    return _train_fold(plugin, run, config, data, split, fold, device, (), position=position)
+    return _train_fold(plugin, run, config, _data_from_arrays(data), split, fold, device, (), position=position)
+
+
+def _data_as_arrays(data: _Data) -> dict[str, Any]:
+    """``data`` with numpy arrays for tensors: pickled by value, not as one shared-memory file per tensor
+    (thousands of cases would exceed the open-file limit and a container's small /dev/shm)."""
+    state = dict(vars(data))
+    for key in ("images", "labels", "roi_tensors"):
+        state[key] = {k: v.numpy() for k, v in state[key].items()}
+    return state
+
+
+def _data_from_arrays(state: dict[str, Any]) -> _Data:
+    state = dict(state)
+    for key in ("images", "labels", "roi_tensors"):
+        state[key] = {k: torch.from_numpy(v) for k, v in state[key].items()}
+    return _Data(**state)
 
 
 def _train_folds_in_parallel(
@@ -584,49 +611,46 @@ def _train_folds_in_parallel(
 ) -> None:
     """Train ``folds``, ``jobs`` at a time, each in a spawned process; ``finished`` records each as it ends.
 
-    On a CPU each process gets ``threads / (folds running beside it)`` torch threads: small
-    convolutions use two threads poorly and augmentation is single-threaded, so two one-thread
-    folds beat one two-thread fold (benchmarks/README.md); a fold that runs alone gets them all.
+    Every worker gets ``threads // jobs`` torch threads, fixed up front so that the weights do not
+    depend on timing. On a CPU, small convolutions use two threads poorly and augmentation runs
+    on one, so two one-thread folds outrun one two-thread fold (benchmarks/README.md).
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    total_threads = torch.get_num_threads()
+    threads = max(1, torch.get_num_threads() // jobs)
+    arrays = _data_as_arrays(data)
     queue = list(folds)
     running: dict[Future[dict[str, Any]], tuple[int, int, float]] = {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_die_with_parent) as pool:
         try:
             while queue or running:
                 while queue and len(running) < jobs:
                     fold = queue.pop(0)
-                    beside = min(jobs, len(running) + 1 + len(queue))
                     slot = min(set(range(jobs)) - {s for _, s, _ in running.values()})
                     future = pool.submit(
-                        _fold_job,
-                        plugin,
-                        run,
-                        config,
-                        data,
-                        splits[fold],
-                        fold,
-                        device,
-                        max(1, total_threads // beside),
-                        slot,
+                        _fold_job, plugin, run, config, arrays, splits[fold], fold, device, threads, slot
                     )
                     running[future] = (fold, slot, time.perf_counter())
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
+                failure: BaseException | None = None
+                for future in sorted(done, key=lambda f: running[f][0]):
                     fold, _, started = running.pop(future)
-                    try:
-                        info = future.result()
-                    except BrokenProcessPool:
-                        raise EyegcError(
-                            f"the process training fold {fold} died (out of memory or killed; or train() was "
-                            "called by a script without an `if __name__ == '__main__':` guard, which spawned "
-                            "workers need); rerun with --resume, with jobs=1 if it happens again"
-                        ) from None
-                    finished(fold, info, time.perf_counter() - started)
+                    error = future.exception()
+                    if error is None:
+                        finished(fold, future.result(), time.perf_counter() - started)
+                    elif failure is None:
+                        failure = error
+                if isinstance(failure, BrokenProcessPool):
+                    raise EyegcError(
+                        "a fold's worker process died (out of memory or killed; or train() was called by a "
+                        "script without an `if __name__ == '__main__':` guard, which spawned workers need); "
+                        "rerun with --resume, with --jobs 1 if it happens again"
+                    ) from None
+                if failure is not None:
+                    raise failure
         except BaseException:
             # A failed or interrupted fold stops the others too (their checkpoints let --resume continue).
             for process in list(getattr(pool, "_processes", {}).values()):
@@ -682,12 +706,16 @@ def train(
     run, data_root = Path(run), Path(data_root)
     if cfg.jobs < 1:
         raise EyegcError(f"jobs (folds trained at once) must be at least 1, got {cfg.jobs}")
+    if cfg.jobs > 1 and callbacks:
+        raise EyegcError("epoch callbacks run in the training process: train with jobs=1 to use them")
     backend = look_up_option(cfg.backend, ("torch", "paddle"), what="backend")
     if resume and (run / "bundle.json").is_file():
         backend = read_config(run).get("backend", "torch")
     if backend == "paddle":
         if plugin.kind != TaskKind.CLASSIFICATION:
             raise EyegcError(f"the paddle backend trains classification tasks; {plugin.name} is {plugin.kind.value}")
+        if cfg.jobs > 1:
+            raise EyegcError("the paddle backend trains its folds one after another: use --jobs 1")
         from eyegc.common.paddle_backend import train_paddle
 
         return train_paddle(plugin, data_root, run, cfg, resume=resume)
@@ -695,8 +723,8 @@ def train(
     fresh = not resume
     try:
         return _train(plugin, data_root, run, cfg, config, callbacks)
-    except Exception:
-        # A new run that failed before its first checkpoint leaves nothing behind.
+    except BaseException:
+        # A new run that failed (or was interrupted) before its first checkpoint leaves nothing behind.
         if fresh and run.is_dir() and not any(run.glob("fold_*/checkpoint.pt")):
             shutil.rmtree(run, ignore_errors=True)
         raise
@@ -768,13 +796,12 @@ def _train(
 
     def finished(fold: int, info: dict[str, Any], seconds: float) -> None:
         config["folds"][str(fold)] = {**info, "seconds": round(seconds, 1)}
+        config["folds"] = dict(sorted(config["folds"].items(), key=lambda item: int(item[0])))
         write_config(run, config)
         write_checksums(run, fresh=[info["weights"]])
 
     if cfg.jobs > 1 and len(todo) > 1:
-        if callbacks:
-            raise EyegcError("epoch callbacks run in the training process: train with jobs=1 to use them")
-        _train_folds_in_parallel(plugin, run, config, data, splits, todo, device, cfg.jobs, finished)
+        _train_folds_in_parallel(plugin, run, config, data, splits, todo, device, min(cfg.jobs, len(todo)), finished)
     else:
         for fold in todo:
             started = time.perf_counter()

@@ -128,3 +128,14 @@ def test_train_records_preprocessing_and_validation_options(
     assert main(bad) == 2
     assert "--fov-mask needs RGB" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("jobs", ["0", "two"])
+def test_train_jobs_must_be_a_positive_whole_number(
+    jobs: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "drac22-task1", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--jobs", jobs]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    assert "--jobs: expected a whole number of at least 1" in capsys.readouterr().err

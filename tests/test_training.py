@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -277,3 +278,19 @@ def test_parallel_folds_refuse_callbacks_and_bad_job_counts(drac22_data: Path, t
     assert not (tmp_path / "a").exists()
     with pytest.raises(EyegcError, match="at least 1"):
         train(PLUGIN, drac22_data, tmp_path / "b", tiny_train_config(jobs=0))
+
+
+class MetricThatFails:
+    """Stands in for a task's metric and fails, as a bug would inside a worker process."""
+
+    primary = "mean_dsc"
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise EyegcError("metric failed in the worker")
+
+
+def test_a_failing_parallel_fold_stops_the_run_and_a_new_run_leaves_nothing(drac22_data: Path, tmp_path: Path) -> None:
+    plugin = dataclasses.replace(PLUGIN, metric=MetricThatFails())
+    with pytest.raises(EyegcError, match="metric failed in the worker"):
+        train(plugin, drac22_data, tmp_path / "run", tiny_train_config(jobs=2, tune=False))
+    assert not (tmp_path / "run").exists()
