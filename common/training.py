@@ -609,48 +609,50 @@ def _train_folds_in_parallel(
     jobs: int,
     finished: Callable[[int, dict[str, Any], float], None],
 ) -> None:
-    """Train ``folds``, ``jobs`` at a time, each in a spawned process; ``finished`` records each as it ends.
+    """Train ``folds`` in rounds of ``jobs``, each fold in a spawned process; ``finished`` records each as it ends.
 
-    Every worker gets ``threads // jobs`` torch threads, fixed up front so that the weights do not
-    depend on timing. On a CPU, small convolutions use two threads poorly and augmentation runs
-    on one, so two one-thread folds outrun one two-thread fold (benchmarks/README.md).
+    The folds of a round share the torch threads equally (a last, smaller round gets more each),
+    so thread counts, and the weights, do not depend on timing. On a CPU, small convolutions use
+    two threads poorly and augmentation runs on one, so two one-thread folds outrun one two-thread
+    fold (benchmarks/README.md).
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    threads = max(1, torch.get_num_threads() // jobs)
+    total_threads = torch.get_num_threads()
     arrays = _data_as_arrays(data)
-    queue = list(folds)
-    running: dict[Future[dict[str, Any]], tuple[int, int, float]] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_die_with_parent) as pool:
         try:
-            while queue or running:
-                while queue and len(running) < jobs:
-                    fold = queue.pop(0)
-                    slot = min(set(range(jobs)) - {s for _, s, _ in running.values()})
-                    future = pool.submit(
-                        _fold_job, plugin, run, config, arrays, splits[fold], fold, device, threads, slot
+            for first in range(0, len(folds), jobs):
+                batch = folds[first : first + jobs]
+                threads = max(1, total_threads // len(batch))
+                running: dict[Future[dict[str, Any]], tuple[int, float]] = {
+                    pool.submit(_fold_job, plugin, run, config, arrays, splits[fold], fold, device, threads, slot): (
+                        fold,
+                        time.perf_counter(),
                     )
-                    running[future] = (fold, slot, time.perf_counter())
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                failure: BaseException | None = None
-                for future in sorted(done, key=lambda f: running[f][0]):
-                    fold, _, started = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        finished(fold, future.result(), time.perf_counter() - started)
-                    elif failure is None:
-                        failure = error
-                if isinstance(failure, BrokenProcessPool):
-                    raise EyegcError(
-                        "a fold's worker process died (out of memory or killed; or train() was called by a "
-                        "script without an `if __name__ == '__main__':` guard, which spawned workers need); "
-                        "rerun with --resume, with --jobs 1 if it happens again"
-                    ) from None
-                if failure is not None:
-                    raise failure
+                    for slot, fold in enumerate(batch)
+                }
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    failure: BaseException | None = None
+                    for future in sorted(done, key=lambda f: running[f][0]):
+                        fold, started = running.pop(future)
+                        error = future.exception()
+                        if error is None:
+                            finished(fold, future.result(), time.perf_counter() - started)
+                        elif failure is None:
+                            failure = error
+                    if isinstance(failure, BrokenProcessPool):
+                        raise EyegcError(
+                            "a fold's worker process died (out of memory or killed; or train() was called by a "
+                            "script without an `if __name__ == '__main__':` guard, which spawned workers need); "
+                            "rerun with --resume, with --jobs 1 if it happens again"
+                        ) from None
+                    if failure is not None:
+                        raise failure
         except BaseException:
             # A failed or interrupted fold stops the others too (their checkpoints let --resume continue).
             for process in list(getattr(pool, "_processes", {}).values()):

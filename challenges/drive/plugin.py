@@ -49,9 +49,10 @@ class DriveVessels:
     defaults: ModelDefaults = field(
         default_factory=lambda: ModelDefaults(
             network="UNet",
-            # Sized for a 2-core CPU (benchmarks/README.md): plain double convolutions (no residual
-            # units) on 128-pixel patches, 32 per image per epoch, green channel after CLAHE; no elastic
-            # deformation and validation every 5 epochs buy ~15% more epochs: 5 folds x 60 in ~22 min.
+            # Sized for a 2-core CPU (benchmarks/README.md): one 3x3 convolution per level (strided
+            # down, transposed up; no residual units) on 128-pixel patches, 32 per image per epoch,
+            # green channel after CLAHE; no elastic deformation and validation every 5 epochs buy ~15%
+            # more epochs. At ~6 CPU minutes per fold, wider, deeper or full-resolution variants lose.
             network_kwargs={"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 0},
             patch_size=128,
             working_scale=1.0,
