@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python benchmarks/drive.py --data ROOT --test-split test  # ROOT/test has ground truth
     .venv/bin/python benchmarks/drive.py --epochs 10 --folds 2          # a quick look
     .venv/bin/python benchmarks/drive.py --patch-size 96 --channels rgb # other settings than the plugin's
+    .venv/bin/python benchmarks/drive.py --out OUT --resume             # continue an interrupted run
 
 ``--test-split cv`` (the default when ROOT has no ``test/``) trains k folds on ``training/`` with
 ``eyegc train``, then predicts each fold's held-out images with that fold's network and TTA, and
@@ -161,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tta", default="dihedral", help="none, flip or dihedral (default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted benchmark in OUT with its own settings (training time: this run only)",
+    )
     args = parser.parse_args(argv)
     if not (args.data / "training").is_dir():
         print(f"no DRIVE training set in {args.data} (expected {args.data / 'training'})", file=sys.stderr)
@@ -170,12 +176,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--jobs must be at least 1, got {jobs}", file=sys.stderr)
         return 2
     split = args.test_split or ("test" if (args.data / "test").is_dir() else "cv")
-    plugin = get_task("drive-vessels")
-    if args.channels and args.channels != plugin.channels:
-        plugin = replace(plugin, channels=args.channels)
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
     run = args.out / "run"
+    if args.resume:
+        if not (run / "bundle.json").is_file():
+            print(f"nothing to resume: {run / 'bundle.json'} does not exist (run without --resume)", file=sys.stderr)
+            return 2
+        plugin = get_task(read_config(run)["task"])
+        args.folds = int(read_config(run)["training"]["folds"])
+    else:
+        # The colour variant is a registered task of its own, so that its bundle predicts in colour.
+        plugin = get_task("drive-vessels-rgb" if args.channels == "rgb" else "drive-vessels")
+        shutil.rmtree(args.out, ignore_errors=True)
+        args.out.mkdir(parents=True)
     threads = max(1, torch.get_num_threads())
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -192,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs=min(jobs, threads, args.folds),
     )
     epoch_seconds = None
-    if args.epochs is None:
+    if args.resume:
+        # The run's own settings; train() continues each fold from its last checkpoint, exactly.
+        cfg = replace(cfg, epochs=int(read_config(run)["training"]["epochs"]))
+    elif args.epochs is None:
         epoch_seconds = _probe_epoch_seconds(plugin, args.data, cfg, args.out / "probe")
         left = args.minutes * 60 - (time.perf_counter() - started)
         cfg = replace(cfg, epochs=_epochs_within(left, epoch_seconds, args.folds, cfg.jobs))
@@ -200,7 +215,15 @@ def main(argv: list[str] | None = None) -> int:
             f"budget {args.minutes:g} min: {cfg.epochs} epochs per fold, {cfg.jobs} folds at a time "
             f"({epoch_seconds:.1f} s per epoch per fold here)"
         )
-    train(plugin, args.data, run, cfg)
+    try:
+        train(plugin, args.data, run, cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; continue with: {sys.executable} {sys.argv[0]} --data {args.data} --out {args.out} "
+            "--resume",
+            file=sys.stderr,
+        )
+        return 130
     train_seconds = time.perf_counter() - started
     pred = args.out / "predictions"
     if split == "cv":
@@ -225,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "specificity": vessel["specificity"],
         "threshold": config["postprocessing"]["thresholds"]["vessel"],
         "training_seconds": round(train_seconds, 1),
-        "budget_minutes": args.minutes if args.epochs is None else None,
+        "budget_minutes": args.minutes if args.epochs is None and not args.resume else None,
+        "resumed": args.resume,
         "probe_epoch_seconds": round(epoch_seconds, 2) if epoch_seconds else None,
         "jobs": cfg.jobs,
         "inference_seconds_per_image": round(per_image, 2),
@@ -267,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     if figures["budget_minutes"]:
         within = "within" if train_seconds <= args.minutes * 60 else "OVER"
         budget = f" ({within} the {args.minutes:g}-minute budget, probe included)"
+    elif args.resume:
+        budget = " (this run only: it resumed an interrupted one)"
     print(
         f"training {train_seconds / 60:.1f} min{budget} for {args.folds} folds x {figures['epochs']} epochs, "
         f"{cfg.jobs} at a time on {figures['cpu_threads']} CPU threads; inference {per_image:.2f} s per image "

@@ -153,6 +153,13 @@ class Predictor:
                 raise BundleError(f"{bundle.path} was trained for {bundle.task!r}, not {plugin.name!r}")
             if bundle.classes != [c.key for c in plugin.classes]:
                 raise BundleError(f"{bundle.path} predicts classes {bundle.classes}; {plugin.name} has others")
+            trained_on = int(bundle.config.get("in_channels", plugin.in_channels))
+            if trained_on != plugin.in_channels:
+                # A plugin built in Python with other input options than the registered task's.
+                raise BundleError(
+                    f"{bundle.path} was trained on {trained_on}-channel input; {plugin.name} as configured "
+                    f"reads {plugin.in_channels} channel(s)"
+                )
         self.plugin = plugin
         self.bundles = list(bundles)
         self.ops = tta_ops_for(plugin, tta)

@@ -125,3 +125,12 @@ def test_unknown_or_disallowed_tta_mode_is_a_clear_error() -> None:
         Predictor(PLUGIN, [_bundle(PointwiseNet())], tta="rotate")
     with pytest.raises(EyegcError, match="TTA mode"):
         tta_ops_for({"none": ("identity",), "flip": ("identity", "flip_lr")}, "dihedral")
+
+
+def test_predictor_refuses_a_bundle_trained_on_other_input_channels() -> None:
+    bundle = _bundle(PointwiseNet())
+    bundle.config["in_channels"] = 3  # as a colour-input plugin built in Python would record
+    with pytest.raises(EyegcError, match="trained on 3-channel input; drac22-task1 as configured reads 1"):
+        Predictor(PLUGIN, [bundle])
+    bundle.config["in_channels"] = 1
+    assert Predictor(PLUGIN, [bundle]).bundles == [bundle]

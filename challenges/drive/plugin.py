@@ -26,7 +26,7 @@ from eyegc.challenges.drive.submission import (
 from eyegc.common.errors import DataError
 from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
 
-__all__ = ["DriveVessels", "drive_vessels"]
+__all__ = ["DriveVessels", "drive_vessels", "drive_vessels_rgb"]
 
 
 @dataclass(frozen=True)
@@ -140,5 +140,12 @@ class DriveVessels:
         make_drive_sample_data(out, cases=cases, test_cases=test_cases, seed=seed)
 
 
-#: The registered instance (entry point ``eyegc.tasks: drive-vessels``).
+#: The registered instances (entry points ``drive-vessels`` and ``drive-vessels-rgb``). The colour
+#: variant is its own task so that its bundles, which record the task's name, are read back in colour
+#: by predict, evaluate and the container.
 drive_vessels = DriveVessels()
+drive_vessels_rgb = DriveVessels(
+    name="drive-vessels-rgb",
+    channels="rgb",
+    title="DRIVE — retinal vessel segmentation from RGB input (F1 and AUC inside the field of view)",
+)
