@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,8 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"
 #: a one-thread fold runs this much slower while another fold trains beside it (shared caches and
 #: memory bandwidth; 2-core machine: 11.5 s per epoch beside another vs 11.2 s alone, benchmarks/README.md).
 CONCURRENCY_SLOWDOWN = 1.05
+#: the benchmark's own options (split, TTA, jobs, budget), kept in OUT so that --resume uses them.
+OPTIONS_NAME = "benchmark.json"
 #: the share of a budget spent besides epochs (loading, worker start, validation every few epochs,
 #: out-of-fold predictions, threshold tuning): ~3 % on the same machine.
 OVERHEAD_SHARE = 0.05
@@ -177,11 +180,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     split = args.test_split or ("test" if (args.data / "test").is_dir() else "cv")
     run = args.out / "run"
+    options_path = args.out / OPTIONS_NAME
+    saved: dict[str, Any] = {}
     if args.resume:
-        if not (run / "bundle.json").is_file():
-            print(f"nothing to resume: {run / 'bundle.json'} does not exist (run without --resume)", file=sys.stderr)
+        if not (run / "bundle.json").is_file() or not options_path.is_file():
+            print(
+                f"nothing to resume in {args.out}: no benchmark run there ({run / 'bundle.json'} or {options_path} "
+                "is missing); run without --resume",
+                file=sys.stderr,
+            )
             return 2
         plugin = get_task(read_config(run)["task"])
+        if plugin.challenge != "drive":
+            print(f"{run} holds a {plugin.name} run, not a DRIVE one; choose another --out", file=sys.stderr)
+            return 2
+        # The benchmark's own options as the interrupted run had them (the bundle holds the training's).
+        saved = json.loads(options_path.read_text())
+        split, args.tta, jobs, args.minutes = saved["test_split"], saved["tta"], saved["jobs"], saved["minutes"]
         args.folds = int(read_config(run)["training"]["folds"])
     else:
         # The colour variant is a registered task of its own, so that its bundle predicts in colour.
@@ -203,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         jobs=min(jobs, threads, args.folds),
     )
-    epoch_seconds = None
+    epoch_seconds = saved.get("probe_epoch_seconds")
     if args.resume:
-        # The run's own settings; train() continues each fold from its last checkpoint, exactly.
+        # The run's own settings; train() continues each fold from its last checkpoint.
         cfg = replace(cfg, epochs=int(read_config(run)["training"]["epochs"]))
     elif args.epochs is None:
         epoch_seconds = _probe_epoch_seconds(plugin, args.data, cfg, args.out / "probe")
@@ -215,9 +230,15 @@ def main(argv: list[str] | None = None) -> int:
             f"budget {args.minutes:g} min: {cfg.epochs} epochs per fold, {cfg.jobs} folds at a time "
             f"({epoch_seconds:.1f} s per epoch per fold here)"
         )
+    if not args.resume:
+        options = {"test_split": split, "tta": args.tta, "jobs": cfg.jobs, "probe_epoch_seconds": epoch_seconds}
+        options_path.write_text(json.dumps({**options, "minutes": args.minutes if args.epochs is None else None}))
     try:
         train(plugin, args.data, run, cfg, resume=args.resume)
     except KeyboardInterrupt:
+        if not (run / "bundle.json").is_file():  # interrupted before its first checkpoint: nothing kept
+            print("\ninterrupted before the first checkpoint; run the benchmark again", file=sys.stderr)
+            return 130
         print(
             f"\ninterrupted; continue with: {sys.executable} {sys.argv[0]} --data {args.data} --out {args.out} "
             "--resume",
@@ -248,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "specificity": vessel["specificity"],
         "threshold": config["postprocessing"]["thresholds"]["vessel"],
         "training_seconds": round(train_seconds, 1),
-        "budget_minutes": args.minutes if args.epochs is None and not args.resume else None,
+        "budget_minutes": saved["minutes"] if args.resume else (args.minutes if args.epochs is None else None),
         "resumed": args.resume,
         "probe_epoch_seconds": round(epoch_seconds, 2) if epoch_seconds else None,
         "jobs": cfg.jobs,
@@ -288,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             + f"; mean F1 {figures['mean_fold_f1']:.4f}  mean AUC {figures['mean_fold_auc']:.4f}"
         )
     budget = ""
-    if figures["budget_minutes"]:
+    if args.resume:
+        budget = " (this run only: it resumed an interrupted one)"
+    elif figures["budget_minutes"]:
         within = "within" if train_seconds <= args.minutes * 60 else "OVER"
         budget = f" ({within} the {args.minutes:g}-minute budget, probe included)"
-    elif args.resume:
-        budget = " (this run only: it resumed an interrupted one)"
     print(
         f"training {train_seconds / 60:.1f} min{budget} for {args.folds} folds x {figures['epochs']} epochs, "
         f"{cfg.jobs} at a time on {figures['cpu_threads']} CPU threads; inference {per_image:.2f} s per image "

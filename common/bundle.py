@@ -32,6 +32,7 @@ __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
     "FoldModel",
+    "check_input_channels",
     "data_fingerprint",
     "eyegc_version",
     "load_bundle",
@@ -212,6 +213,21 @@ def output_channels(config: dict[str, Any]) -> int:
     if config.get("kind") == "classification":
         return int(sum(config["head_classes"]))
     return len(config["classes"])
+
+
+def check_input_channels(config: dict[str, Any], plugin_name: str, plugin_channels: int, run: Path) -> None:
+    """Refuse a run trained on other input channels than the plugin reads (a plugin built in Python).
+
+    Raises:
+        BundleError: naming both channel counts and the way out.
+    """
+    trained_on = int(config.get("in_channels", plugin_channels))
+    if trained_on != plugin_channels:
+        raise BundleError(
+            f"{run} was trained on {trained_on}-channel input; {plugin_name} as configured reads "
+            f"{plugin_channels} channel(s): use a plugin with the input options it was trained with "
+            "(colour DRIVE input is the task drive-vessels-rgb), or train a new run"
+        )
 
 
 def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None = None) -> Bundle:

@@ -50,11 +50,13 @@ def _json_object(text: str, option: str) -> dict:
 def _cmd_list(args: argparse.Namespace) -> int:
     from eyegc.common.registry import available_tasks, get_task
 
-    for name in available_tasks():
+    names = available_tasks()
+    width = max(map(len, names), default=0)
+    for name in names:
         plugin = get_task(name)
         classes = ", ".join(c.key for c in plugin.classes)
         tta = ", ".join(plugin.allowed_tta)
-        print(f"{plugin.challenge:<10} {name:<16} {plugin.title}  [classes: {classes}; TTA: {tta}]")
+        print(f"{plugin.challenge:<10} {name:<{width}} {plugin.title}  [classes: {classes}; TTA: {tta}]")
     return 0
 
 

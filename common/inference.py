@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from eyegc.common.bundle import Bundle, load_bundle
+from eyegc.common.bundle import Bundle, check_input_channels, load_bundle
 from eyegc.common.errors import BundleError, DataError
 from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir, split_image_suffix
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
@@ -153,13 +153,7 @@ class Predictor:
                 raise BundleError(f"{bundle.path} was trained for {bundle.task!r}, not {plugin.name!r}")
             if bundle.classes != [c.key for c in plugin.classes]:
                 raise BundleError(f"{bundle.path} predicts classes {bundle.classes}; {plugin.name} has others")
-            trained_on = int(bundle.config.get("in_channels", plugin.in_channels))
-            if trained_on != plugin.in_channels:
-                # A plugin built in Python with other input options than the registered task's.
-                raise BundleError(
-                    f"{bundle.path} was trained on {trained_on}-channel input; {plugin.name} as configured "
-                    f"reads {plugin.in_channels} channel(s)"
-                )
+            check_input_channels(bundle.config, plugin.name, plugin.in_channels, bundle.path)
         self.plugin = plugin
         self.bundles = list(bundles)
         self.ops = tta_ops_for(plugin, tta)

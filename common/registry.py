@@ -19,6 +19,7 @@ _BUILTIN_TASKS: dict[str, str] = {
     # Read when the package metadata is missing (running from a source tree without installing).
     "drac22-task1": "eyegc.challenges.drac22.plugin:drac22_task1",
     "drive-vessels": "eyegc.challenges.drive.plugin:drive_vessels",
+    "drive-vessels-rgb": "eyegc.challenges.drive.plugin:drive_vessels_rgb",
     "goals-layers": "eyegc.challenges.goals.plugin:goals_layers",
     "goals-glaucoma": "eyegc.challenges.goals.plugin:goals_glaucoma",
     "idrid-lesions": "eyegc.challenges.idrid.plugin:idrid_lesions",

@@ -23,6 +23,7 @@ from eyegc.common.bundle import (
     SPLITS_NAME,
     WEIGHTS_NAME,
     build_from_config,
+    check_input_channels,
     data_fingerprint,
     eyegc_version,
     read_config,
@@ -677,6 +678,7 @@ def _prepare_run(plugin: TaskPlugin, data_root: Path, run: Path, cfg: TrainConfi
         config = read_config(run)
         if config["task"] != plugin.name:
             raise EyegcError(f"{run} holds a {config['task']} run; cannot resume it as {plugin.name}")
+        check_input_channels(config, plugin.name, plugin.in_channels, run)
         return config
     if run.exists() and any(run.iterdir()):
         raise EyegcError(

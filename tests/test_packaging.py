@@ -58,3 +58,13 @@ def test_wheel_holds_the_namespace_and_imports_from_it(tmp_path: Path) -> None:
         str(site / "eyegc" / "common" / "cli.py"),
         str(site / "eyegc" / "challenges" / "drac22" / "plugin.py"),
     ]
+
+
+def test_builtin_task_fallback_lists_every_entry_point() -> None:
+    # Read when the installed metadata is missing or stale: a task added to pyproject.toml only
+    # would vanish from a source-tree run.
+    import tomllib
+    from eyegc.common.registry import _BUILTIN_TASKS
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["eyegc.tasks"]
+    assert declared == _BUILTIN_TASKS

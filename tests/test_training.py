@@ -294,3 +294,15 @@ def test_a_failing_parallel_fold_stops_the_run_and_a_new_run_leaves_nothing(drac
     with pytest.raises(EyegcError, match="metric failed in the worker"):
         train(plugin, drac22_data, tmp_path / "run", tiny_train_config(jobs=2, tune=False))
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_other_input_channels_is_refused(drac22_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_train_config(epochs=1, tune=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(PLUGIN, drac22_data, run, cfg, callbacks=[StopAfter(fold=0, epoch=1)])
+    config = json.loads((run / "bundle.json").read_text())
+    config["in_channels"] = 3  # as a colour-input plugin built in Python records it
+    (run / "bundle.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="trained on 3-channel input; drac22-task1 as configured reads 1"):
+        train(PLUGIN, drac22_data, run, cfg, resume=True)
