@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     run = args.out / "run"
     options_path = args.out / OPTIONS_NAME
     saved: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
     if args.resume:
         if not (run / "bundle.json").is_file() or not options_path.is_file():
             print(
@@ -190,14 +191,15 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        plugin = get_task(read_config(run)["task"])
+        previous = read_config(run)
+        plugin = get_task(previous["task"])
         if plugin.challenge != "drive":
             print(f"{run} holds a {plugin.name} run, not a DRIVE one; choose another --out", file=sys.stderr)
             return 2
         # The benchmark's own options as the interrupted run had them (the bundle holds the training's).
         saved = json.loads(options_path.read_text())
-        split, args.tta, jobs, args.minutes = saved["test_split"], saved["tta"], saved["jobs"], saved["minutes"]
-        args.folds = int(read_config(run)["training"]["folds"])
+        split, args.tta, jobs = saved["test_split"], saved["tta"], saved["jobs"]
+        args.folds = int(previous["training"]["folds"])
     else:
         # The colour variant is a registered task of its own, so that its bundle predicts in colour.
         plugin = get_task("drive-vessels-rgb" if args.channels == "rgb" else "drive-vessels")
@@ -219,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs=min(jobs, threads, args.folds),
     )
     epoch_seconds = saved.get("probe_epoch_seconds")
+    budget_minutes = saved["minutes"] if args.resume else (args.minutes if args.epochs is None else None)
     if args.resume:
         # The run's own settings; train() continues each fold from its last checkpoint.
-        cfg = replace(cfg, epochs=int(read_config(run)["training"]["epochs"]))
+        cfg = replace(cfg, epochs=int(previous["training"]["epochs"]))
     elif args.epochs is None:
         epoch_seconds = _probe_epoch_seconds(plugin, args.data, cfg, args.out / "probe")
         left = args.minutes * 60 - (time.perf_counter() - started)
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not args.resume:
         options = {"test_split": split, "tta": args.tta, "jobs": cfg.jobs, "probe_epoch_seconds": epoch_seconds}
-        options_path.write_text(json.dumps({**options, "minutes": args.minutes if args.epochs is None else None}))
+        options_path.write_text(json.dumps({**options, "minutes": budget_minutes}))
     try:
         train(plugin, args.data, run, cfg, resume=args.resume)
     except KeyboardInterrupt:
@@ -269,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "specificity": vessel["specificity"],
         "threshold": config["postprocessing"]["thresholds"]["vessel"],
         "training_seconds": round(train_seconds, 1),
-        "budget_minutes": saved["minutes"] if args.resume else (args.minutes if args.epochs is None else None),
+        "budget_minutes": budget_minutes,
         "resumed": args.resume,
         "probe_epoch_seconds": round(epoch_seconds, 2) if epoch_seconds else None,
         "jobs": cfg.jobs,

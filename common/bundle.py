@@ -21,12 +21,15 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from eyegc.common.errors import BundleError
 from eyegc.common.networks import build_network
 from torch import nn
+
+if TYPE_CHECKING:
+    from eyegc.common.plugin import TaskPlugin
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -215,18 +218,18 @@ def output_channels(config: dict[str, Any]) -> int:
     return len(config["classes"])
 
 
-def check_input_channels(config: dict[str, Any], plugin_name: str, plugin_channels: int, run: Path) -> None:
-    """Refuse a run trained on other input channels than the plugin reads (a plugin built in Python).
+def check_input_channels(config: dict[str, Any], plugin: TaskPlugin, run: Path) -> None:
+    """Refuse a run trained on other input channels than ``plugin`` reads (a plugin built in Python).
 
     Raises:
         BundleError: naming both channel counts and the way out.
     """
-    trained_on = int(config.get("in_channels", plugin_channels))
-    if trained_on != plugin_channels:
+    trained_on = int(config.get("in_channels", plugin.in_channels))
+    if trained_on != plugin.in_channels:
         raise BundleError(
-            f"{run} was trained on {trained_on}-channel input; {plugin_name} as configured reads "
-            f"{plugin_channels} channel(s): use a plugin with the input options it was trained with "
-            "(colour DRIVE input is the task drive-vessels-rgb), or train a new run"
+            f"{run} was trained on {trained_on}-channel input; {plugin.name} as configured reads "
+            f"{plugin.in_channels} channel(s): use the plugin with the input options it was trained with "
+            "(a registered variant of the task, if there is one), or train a new run"
         )
 
 

@@ -153,7 +153,7 @@ class Predictor:
                 raise BundleError(f"{bundle.path} was trained for {bundle.task!r}, not {plugin.name!r}")
             if bundle.classes != [c.key for c in plugin.classes]:
                 raise BundleError(f"{bundle.path} predicts classes {bundle.classes}; {plugin.name} has others")
-            check_input_channels(bundle.config, plugin.name, plugin.in_channels, bundle.path)
+            check_input_channels(bundle.config, plugin, bundle.path)
         self.plugin = plugin
         self.bundles = list(bundles)
         self.ops = tta_ops_for(plugin, tta)

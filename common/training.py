@@ -678,7 +678,7 @@ def _prepare_run(plugin: TaskPlugin, data_root: Path, run: Path, cfg: TrainConfi
         config = read_config(run)
         if config["task"] != plugin.name:
             raise EyegcError(f"{run} holds a {config['task']} run; cannot resume it as {plugin.name}")
-        check_input_channels(config, plugin.name, plugin.in_channels, run)
+        check_input_channels(config, plugin, run)
         return config
     if run.exists() and any(run.iterdir()):
         raise EyegcError(

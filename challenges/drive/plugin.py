@@ -142,7 +142,7 @@ class DriveVessels:
 
 #: The registered instances (entry points ``drive-vessels`` and ``drive-vessels-rgb``). The colour
 #: variant is its own task so that its bundles, which record the task's name, are read back in colour
-#: by predict, evaluate and the container.
+#: by predict and the container.
 drive_vessels = DriveVessels()
 drive_vessels_rgb = DriveVessels(
     name="drive-vessels-rgb",
