@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from eyegc.common.errors import DataError
+from eyegc.common.imageio import atomic_output_file
 from eyegc.common.lazy import LazySequence
 from eyegc.common.plugin import EvaluationResult, TaskPlugin
 from tqdm import tqdm
@@ -65,30 +66,34 @@ def format_leaderboard(result: EvaluationResult) -> str:
 
 
 def write_result_json(result: EvaluationResult, path: Path) -> None:
-    """Write the ``--json`` document (NaN becomes null)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
+    """Write the ``--json`` document (NaN becomes null); an existing report is replaced whole."""
+    with atomic_output_file(Path(path), overwrite=True) as tmp:
+        tmp.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
 
 
 def write_per_case_csv(rows: Sequence[dict], path: Path) -> None:
-    """Write per-case rows; NaN cells are left empty."""
+    """Write per-case rows; NaN cells are left empty; an existing file is replaced whole."""
     if not rows:
         raise ValueError("no per-case rows to write")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with atomic_output_file(Path(path), overwrite=True) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
 
 
-def evaluate_predictions(plugin: TaskPlugin, pred: Path, gt_root: Path, split: str = "test") -> EvaluationResult:
+def evaluate_predictions(
+    plugin: TaskPlugin, pred: Path, gt_root: Path, split: str = "test", allow_missing_class: bool = False
+) -> EvaluationResult:
     """The local leaderboard of a prediction folder or official submission file against ``gt_root``.
+
+    ``allow_missing_class`` lets a ground-truth class folder be missing: that class is then
+    reported as n/a instead of the evaluation stopping with an error naming the folder.
 
     Raises:
         EyegcError: a ground-truth case has no prediction (the message names it), or bad files.
     """
-    cases = plugin.list_cases(gt_root, split, require_labels=True)
+    cases = plugin.list_cases(gt_root, split, require_labels=True, allow_missing_class=allow_missing_class)
     ids = [c.case_id for c in cases]
     predictions = plugin.read_predictions(Path(pred), ids)
     probabilities = plugin.read_probabilities(Path(pred), ids) if plugin.metric.needs_probabilities else None

@@ -243,8 +243,16 @@ class TaskPlugin(Protocol):
     input_sockets: tuple[Socket, ...]
     output_sockets: tuple[Socket, ...]
 
-    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
-        """The cases of a split, read from the official layout under ``root``."""
+    def list_cases(
+        self, root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+    ) -> list[Case]:
+        """The cases of a split, read from the official layout under ``root``.
+
+        A missing ground-truth class folder is an error unless ``allow_missing_class`` (the user's
+        ``--allow-missing-class``): the class then has no mask in any case. A layout without
+        per-class folders accepts and ignores it. Files are checked by
+        :mod:`eyegc.common.datafiles`' rules (suffixes in any case, no duplicates, no foreign types).
+        """
         ...
 
     def read_image(self, path: Path) -> np.ndarray:

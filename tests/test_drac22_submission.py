@@ -106,7 +106,7 @@ def test_non_binary_mask_is_refused(predictions: tuple[Path, dict], tmp_path: Pa
     grey = np.zeros((1024, 1024), dtype=np.uint8)
     grey[:10, :10] = 128
     write_png(pred / CLASS_FOLDERS["irma"] / "1299.png", grey)
-    _assert_refused(pred, tmp_path / "sub.zip", "not a binary mask")
+    _assert_refused(pred, tmp_path / "sub.zip", "a prediction mask holds only the values 0/255 or 0/1")
 
 
 def test_bad_team_name_is_refused(predictions: tuple[Path, dict], tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_missing_and_malformed_predictions(predictions: tuple, tmp_path: Path) -
     with pytest.raises(DataError, match=r"10_test\.png is 565x500"):
         read_drive_probabilities(pred, ["10_test"])[0]
     write_png(pred / "masks" / "01_test.png", np.full((584, 565), 7, np.uint8))
-    with pytest.raises(DataError, match="not a binary mask"):
+    with pytest.raises(DataError, match="a prediction mask holds only the values 0/255 or 0/1"):
         read_drive_masks(pred, ["01_test"])[0]
 
 

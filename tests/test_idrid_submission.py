@@ -96,7 +96,7 @@ def test_missing_and_bad_maps(lesions: tuple[Path, dict, dict]) -> None:
     with pytest.raises(DataError, match=r"IDRiD_55_EX\.tif is 10x10"):
         read_idrid_lesion_probabilities(pred, ["IDRiD_55"])[0]
     Image.fromarray(np.full(SHAPE, 3, np.uint8)).save(pred / MASKS_DIR / "IDRiD_55_HE.tif")
-    with pytest.raises(DataError, match="not a binary mask"):
+    with pytest.raises(DataError, match="a prediction mask holds only the values 0/255 or 0/1"):
         read_idrid_lesion_masks(pred, ["IDRiD_55"])
     with pytest.raises(DataError, match="prediction folder not found"):
         read_idrid_lesion_probabilities(pred / "absent", IDS)

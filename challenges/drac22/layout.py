@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eyegc.common.datafiles import class_folders, index_files
 from eyegc.common.errors import DataError
 from eyegc.common.plugin import Case
 
@@ -60,14 +61,19 @@ def sorted_case_ids(case_ids: list[str]) -> list[str]:
     return sorted(case_ids, key=key)
 
 
-def list_drac22_cases(root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+def list_drac22_cases(
+    root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+) -> list[Case]:
     """Read the cases of one split from the official layout.
 
     A class whose mask file is absent for an image is an all-zero mask for that image (the
-    organisers omit empty masks). ``require_labels`` demands the ground-truth folder itself.
+    organisers omit empty masks). ``require_labels`` demands the ground-truth folder itself;
+    ``allow_missing_class`` lets a class folder be missing (its masks are then all absent).
+    Suffixes are matched in any case (``086.PNG``); hidden files are skipped.
 
     Raises:
-        DataError: the images folder is missing or empty, a name is not an integer, or a mask
+        DataError: the images folder is missing or empty, a name is not an integer, two files are
+            one image, a file is not a PNG, a class folder is missing (unless allowed), or a mask
             names an image that does not exist.
     """
     root = Path(root)
@@ -77,25 +83,24 @@ def list_drac22_cases(root: Path, split: str = "train", require_labels: bool = T
             f"no DRAC22 images folder at {images}; --data/--gt must be the folder that holds "
             f"'{SEGMENTATION_DIR}' (try `eyegc sample-data drac22-task1 OUT` for an example layout)"
         )
-    files = {p.stem: p for p in images.iterdir() if p.suffix.lower() == ".png"}
+    files = index_files(images, (".png",), what="DRAC22 image")
     if not files:
         raise DataError(f"{images} holds no .png images")
+    ids = sorted_case_ids(list(files))
     gt_root = gt_class_dir(root, split, "irma").parent
-    if require_labels and not gt_root.is_dir():
-        raise DataError(f"no ground-truth folder at {gt_root} (needed for split {split!r})")
-    cases = []
-    for case_id in sorted_case_ids(list(files)):
-        labels: dict[str, Path | None] = {}
-        for key in CLASS_FOLDERS:
-            mask = gt_class_dir(root, split, key) / f"{case_id}.png"
-            labels[key] = mask if mask.is_file() else None
-        cases.append(Case(case_id=case_id, image=files[case_id], labels=labels if gt_root.is_dir() else None))
-    if gt_root.is_dir():
-        for key in CLASS_FOLDERS:
-            folder = gt_class_dir(root, split, key)
-            if not folder.is_dir():
-                continue
-            orphans = sorted(p.name for p in folder.glob("*.png") if p.stem not in files)
-            if orphans:
-                raise DataError(f"{folder} has masks with no image in {images}: {', '.join(orphans[:5])}")
-    return cases
+    if not gt_root.is_dir():
+        if require_labels:
+            raise DataError(f"no ground-truth folder at {gt_root} (needed for split {split!r})")
+        return [Case(case_id=case_id, image=files[case_id]) for case_id in ids]
+    folders = class_folders(gt_root, CLASS_FOLDERS, allow_missing_class)
+    masks: dict[str, dict[str, Path]] = {}
+    for key, folder in folders.items():
+        masks[key] = {} if folder is None else index_files(folder, (".png",), what="DRAC22 ground-truth mask")
+        orphans = [name for name in masks[key] if name not in files]
+        if orphans:
+            names = ", ".join(masks[key][name].name for name in sorted(orphans)[:5])
+            raise DataError(f"{folder} has masks with no image in {images}: {names}")
+    return [
+        Case(case_id=case_id, image=files[case_id], labels={key: masks[key].get(case_id) for key in CLASS_FOLDERS})
+        for case_id in ids
+    ]

@@ -17,8 +17,9 @@ from eyegc.challenges.drac22.submission import (
     write_drac22_prediction,
     write_drac22_submission,
 )
+from eyegc.common.datafiles import binary_mask
 from eyegc.common.errors import DataError
-from eyegc.common.imageio import read_image_array, read_mask
+from eyegc.common.imageio import read_image_array
 from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
 
 __all__ = ["Drac22Task1", "drac22_task1"]
@@ -76,9 +77,11 @@ class Drac22Task1:
         Socket("nv-segmentation", "images/nv-segmentation", kind="Segmentation", class_key="nv"),
     )
 
-    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+    def list_cases(
+        self, root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+    ) -> list[Case]:
         """Cases of a split from the official layout (absent mask file = empty mask)."""
-        return list_drac22_cases(root, split, require_labels=require_labels)
+        return list_drac22_cases(root, split, require_labels=require_labels, allow_missing_class=allow_missing_class)
 
     def read_image(self, path: Path) -> np.ndarray:
         """A 1024×1024 single-channel uint8 image as ``(1, 1024, 1024)``.
@@ -101,14 +104,18 @@ class Drac22Task1:
         return image
 
     def read_target(self, case: Case) -> np.ndarray:
-        """The three masks of a case as ``(3, 1024, 1024)`` uint8 0/1; an absent file is all zeros."""
+        """The three masks of a case as ``(3, 1024, 1024)`` uint8 0/1; an absent file is all zeros.
+
+        Raises:
+            DataError: a mask of another size, or with values other than 0/255 or 0/1 (as predictions).
+        """
         if case.labels is None:
             raise DataError(f"case {case.case_id} has no ground truth")
         target = np.zeros((len(self.classes), *IMAGE_SIZE), dtype=np.uint8)
         for c, spec in enumerate(self.classes):
             path = case.labels.get(spec.key)
             if path is not None:
-                target[c] = read_mask(path, IMAGE_SIZE)
+                target[c] = binary_mask(read_image_array(path), path, IMAGE_SIZE)
         return target
 
     def read_roi(self, case: Case) -> None:

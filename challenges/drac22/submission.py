@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from eyegc.challenges.drac22.layout import CLASS_FOLDERS, sorted_case_ids
+from eyegc.common.datafiles import check_mask_values
 from eyegc.common.errors import DataError, SubmissionError
-from eyegc.common.imageio import atomic_output_file, read_image_array, write_png
+from eyegc.common.imageio import atomic_output_file, read_image_array, write_png, write_sitk_image
 from tqdm import tqdm
 
 __all__ = [
@@ -63,11 +64,7 @@ def _read_binary_mask(path: Path) -> np.ndarray:
             f"{path} has shape {array.shape[1:]} with {array.shape[0]} channel(s); DRAC22 masks are "
             f"single-channel {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}"
         )
-    values = np.unique(array)
-    if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        raise SubmissionError(
-            f"{path} is not a binary mask (values {values[:6].tolist()}...); write 0/255 or 0/1 masks"
-        )
+    check_mask_values(array, path, what="prediction mask")
     return (array[0] > 0).astype(np.uint8)
 
 
@@ -102,7 +99,11 @@ def read_drac22_prediction_folder(pred: Path, case_ids: Sequence[str]) -> list[n
     return cases
 
 
-def _check_team(team: str) -> str:
+def _check_team(team: str | None) -> str:
+    if team is None:
+        raise SubmissionError(
+            "the DRAC22 zip holds one folder named after the team: pass --team NAME (letters, digits, '_', '-', '.')"
+        )
     if not team or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", team):
         raise SubmissionError(
             f"team name {team!r} must be non-empty and use letters, digits, '_', '-' or '.' "
@@ -112,7 +113,7 @@ def _check_team(team: str) -> str:
 
 
 def write_drac22_submission(
-    pred: Path, out: Path, team: str, case_ids: Sequence[str] | None = None, overwrite: bool = False
+    pred: Path, out: Path, team: str | None = None, case_ids: Sequence[str] | None = None, overwrite: bool = False
 ) -> Path:
     """Validate a prediction folder and write the official submission zip.
 
@@ -121,7 +122,7 @@ def write_drac22_submission(
     Args:
         pred: prediction folder written by ``eyegc predict drac22-task1``.
         out: the zip to write.
-        team: team name, the folder inside the zip.
+        team: team name, the folder inside the zip (required: ``None`` is an error saying so).
         case_ids: the images to include (default: every image found in ``pred``).
         overwrite: replace an existing ``out``.
 
@@ -143,7 +144,7 @@ def write_drac22_submission(
         for index, (volume_name, _key) in enumerate(VOLUME_NAMES.items()):
             volume = np.stack([case[index] for case in masks]).astype(np.uint8)
             nii = Path(work) / volume_name
-            sitk.WriteImage(sitk.GetImageFromArray(volume), str(nii))
+            write_sitk_image(sitk.GetImageFromArray(volume), nii)
             info = zipfile.ZipInfo(f"{team}/{volume_name}", date_time=_ZIP_DATE)
             info.external_attr = 0o644 << 16
             archive.writestr(info, nii.read_bytes())

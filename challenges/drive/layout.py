@@ -27,14 +27,14 @@ Choices:
 
 from __future__ import annotations
 
-import itertools
 import re
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from eyegc.common.datafiles import binary_mask, index_files
 from eyegc.common.errors import DataError
-from eyegc.common.imageio import read_image_array, read_mask
+from eyegc.common.imageio import read_image_array
 from eyegc.common.plugin import Case
 from eyegc.common.preprocessing import estimate_fov
 from PIL import Image, UnidentifiedImageError
@@ -65,6 +65,7 @@ FOV_DIR = "mask"
 #: Red-channel level above which a pixel is inside the estimated field of view.
 _IMAGE_SUFFIXES = (".tif", ".tiff")
 _NAME = re.compile(r"^(\d+)_(training|test)$")
+_MANUAL_NAME = re.compile(r"^(\d+)_manual1$")
 
 
 def _split_folder_name(split: str) -> str:
@@ -127,41 +128,60 @@ def list_drive_cases(root: Path, split: str = "train", require_labels: bool = Tr
     images = folder / IMAGES_DIR
     if not images.is_dir():
         raise DataError(f"no images folder at {images}; a DRIVE split folder holds images/, 1st_manual/, mask/")
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith("."))
+    files = index_files(images, _IMAGE_SUFFIXES, what="DRIVE image", case_id=_image_case_id)
     if not files:
         raise DataError(f"{images} holds no .tif images (DRIVE images are named like 21_training.tif)")
-    numbered = []
-    for path in files:
-        match = _NAME.match(path.stem)
-        if not match:
-            raise DataError(
-                f"{path}: DRIVE images are named NN_training.tif or NN_test.tif (e.g. 21_training.tif); rename it"
-            )
-        numbered.append((int(match.group(1)), path.stem, path))
-    numbered.sort()
-    for (_, stem, path), (_, next_stem, other) in itertools.pairwise(numbered):
-        if stem == next_stem:
-            raise DataError(f"{path} and {other} are the same case {stem!r}; keep one of them")
-    files = [path for _, _, path in numbered]
     manual_dir = folder / MANUAL_DIR
     has_labels = manual_dir.is_dir()
     if require_labels and not has_labels:
         raise DataError(f"no ground-truth folder at {manual_dir} (needed for split {split!r})")
+    manuals = index_files(manual_dir, (".gif",), "DRIVE manual vessel mask", _manual_number) if has_labels else {}
+    fov_dir = folder / FOV_DIR
+    fovs = index_files(fov_dir, (".gif",), "DRIVE field-of-view mask", _fov_case_id) if fov_dir.is_dir() else {}
     cases = []
-    for path in files:
-        case_id = path.stem
+    for number, case_id in sorted((_number(c), c) for c in files):
+        path = files[case_id]
         labels = None
         if has_labels:
-            manual = manual_dir / manual_name(case_id)
-            fov = folder / FOV_DIR / f"{case_id}_mask.gif"
-            if manual.is_file():
-                labels = {"vessel": manual, "fov": fov if fov.is_file() else None}
+            manual = manuals.get(str(number))
+            if manual is not None:
+                labels = {"vessel": manual, "fov": fovs.get(case_id)}
             elif require_labels:
                 raise DataError(
-                    f"no vessel mask for {path.name}: expected {manual} (the first observer's manual segmentation)"
+                    f"no vessel mask for {path.name}: expected {manual_dir / manual_name(case_id)} "
+                    "(the first observer's manual segmentation)"
                 )
         cases.append(Case(case_id=case_id, image=path, labels=labels))
     return cases
+
+
+def _number(case_id: str) -> int:
+    match = _NAME.match(case_id)
+    return int(match.group(1)) if match else -1
+
+
+def _image_case_id(path: Path, stem: str) -> str:
+    if not _NAME.match(stem):
+        raise DataError(
+            f"{path}: DRIVE images are named NN_training.tif or NN_test.tif (e.g. 21_training.tif); rename it"
+        )
+    return stem
+
+
+def _manual_number(path: Path, stem: str) -> str:
+    """The image number of a manual mask: ``21_manual1`` -> ``"21"`` (``021_manual1`` too)."""
+    match = _MANUAL_NAME.match(stem)
+    if not match:
+        raise DataError(f"{path}: DRIVE manual masks are named NN_manual1.gif (e.g. 21_manual1.gif); rename it")
+    return str(int(match.group(1)))
+
+
+def _fov_case_id(path: Path, stem: str) -> str:
+    if not (stem.endswith("_mask") and _NAME.match(stem[: -len("_mask")])):
+        raise DataError(
+            f"{path}: DRIVE field-of-view masks are named <image name>_mask.gif (e.g. 21_training_mask.gif); rename it"
+        )
+    return stem[: -len("_mask")]
 
 
 def _check_size(path: Path, shape: tuple[int, ...], what: str) -> None:
@@ -208,12 +228,13 @@ def read_drive_mask(path: Path) -> np.ndarray:
     """Read a DRIVE vessel or FOV mask (GIF 0/255, or any readable mask) as ``(584, 565)`` uint8 0/1.
 
     Raises:
-        DataError: unreadable, or not 565×584.
+        DataError: unreadable, not 565×584, or values other than 0/255 or 0/1 (the official GIFs
+            hold 0/255; predictions are held to the same rule).
     """
     path = Path(path)
-    mask = (_read_gif(path) > 0).astype(np.uint8) if path.suffix.lower() == ".gif" else read_mask(path)
-    _check_size(path, mask.shape, "masks")
-    return mask
+    array = _read_gif(path) if path.suffix.lower() == ".gif" else read_image_array(path)
+    _check_size(path, array.shape[-2:], "masks")
+    return binary_mask(array, path)
 
 
 def read_drive_fov(case: Case, fov_missing: Literal["estimate", "error"] = "estimate") -> np.ndarray:

@@ -92,8 +92,13 @@ class DriveVessels:
         """3 for RGB input, 1 for the green channel."""
         return 3 if self.channels == "rgb" else 1
 
-    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
-        """Cases of ``training/`` or ``test/`` (the root, or the split folder itself)."""
+    def list_cases(
+        self, root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+    ) -> list[Case]:
+        """Cases of ``training/`` or ``test/`` (the root, or the split folder itself).
+
+        DRIVE has one ground-truth folder, not one per class: ``allow_missing_class`` is ignored.
+        """
         return list_drive_cases(root, split, require_labels=require_labels)
 
     def read_image(self, path: Path) -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from eyegc.challenges.drive.layout import IMAGE_SIZE
 from eyegc.challenges.drive.metric import quantise_probabilities
+from eyegc.common.datafiles import check_mask_values
 from eyegc.common.errors import DataError, SubmissionError
 from eyegc.common.imageio import atomic_output_file, read_image_array, write_png
 from eyegc.common.lazy import LazySequence
@@ -100,9 +101,7 @@ def _check_plane(array: np.ndarray, source: str) -> np.ndarray:
 
 
 def _binary(array: np.ndarray, source: str) -> np.ndarray:
-    values = set(np.unique(array).tolist())
-    if not (values <= {0, 1} or values <= {0, 255}):
-        raise DataError(f"{source} is not a binary mask (values {sorted(values)[:6]}...); write 0/255 masks")
+    check_mask_values(array, source, what="prediction mask")
     return (array > 0).astype(np.uint8)
 
 

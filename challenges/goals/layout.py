@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from eyegc.common.datafiles import index_files
 from eyegc.common.errors import DataError
 from eyegc.common.plugin import Case
 
@@ -260,14 +261,14 @@ def _images(root: Path, split: str) -> dict[str, Path]:
             f"no GOALS images folder at {folder}; --data/--gt must be the folder that holds "
             f"'{SPLIT_DIRS[split]}/{IMAGE_DIR}' (try `eyegc sample-data goals-layers OUT` for an example layout)"
         )
-    files = {p.stem: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"}
+    files = index_files(folder, (".png",), what="GOALS B-scan")
     if not files:
         raise DataError(f"{folder} holds no .png images")
     keys: dict[str, str] = {}
     for stem in sorted(files):
         key = name_key(stem)
         if key in keys:
-            raise DataError(f"{folder}: {keys[key]}.png and {stem}.png name the same image; remove one")
+            raise DataError(f"{folder}: {files[keys[key]].name} and {files[stem].name} name the same image; remove one")
         keys[key] = stem
     return files
 
@@ -288,7 +289,7 @@ def list_goals_layer_cases(root: Path, split: str = "train", require_labels: boo
         if require_labels:
             raise DataError(f"no layer-mask folder at {masks_folder} (needed for split {split!r})")
         return [Case(case_id=c, image=files[c]) for c in sorted_case_ids(files)]
-    masks = {p.stem: p for p in masks_folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"}
+    masks = index_files(masks_folder, (".png",), what="GOALS layer mask")
     lacking = [c for c in sorted_case_ids(files) if c not in masks]
     if lacking:
         raise DataError(
@@ -299,7 +300,7 @@ def list_goals_layer_cases(root: Path, split: str = "train", require_labels: boo
     if orphans:
         raise DataError(
             f"{masks_folder} has masks with no image in {image_dir(root, split)}: "
-            f"{', '.join(f'{m}.png' for m in orphans[:5])}"
+            f"{', '.join(masks[m].name for m in orphans[:5])}"
         )
     return [Case(case_id=c, image=files[c], labels={"layers": masks[c]}) for c in sorted_case_ids(files)]
 

@@ -80,8 +80,13 @@ class GoalsLayers:
         Socket("oct-layer-segmentation", "images/oct-layer-segmentation", kind="Segmentation", content="label_map"),
     )
 
-    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
-        """``Train/`` (train) or ``Validation/`` (test) cases with their layer masks."""
+    def list_cases(
+        self, root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+    ) -> list[Case]:
+        """``Train/`` (train) or ``Validation/`` (test) cases with their layer masks.
+
+        The layers share one mask per image, not a folder per class: ``allow_missing_class`` is ignored.
+        """
         return list_goals_layer_cases(root, split, require_labels=require_labels)
 
     def read_image(self, path: Path) -> np.ndarray:
@@ -166,8 +171,13 @@ class GoalsGlaucoma:
         ),
     )
 
-    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
-        """``Train/`` (train) or ``Validation/`` (test) cases with labels from the ``*_GC_GT`` sheet."""
+    def list_cases(
+        self, root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+    ) -> list[Case]:
+        """``Train/`` (train) or ``Validation/`` (test) cases with labels from the ``*_GC_GT`` sheet.
+
+        Labels come from one sheet, not class folders: ``allow_missing_class`` is ignored.
+        """
         return list_goals_glaucoma_cases(root, split, require_labels=require_labels)
 
     def read_image(self, path: Path) -> np.ndarray:

@@ -38,6 +38,7 @@ from eyegc.common.bundle import Bundle, eyegc_version, load_bundle, sha256_file
 from eyegc.common.classification import write_classification_case
 from eyegc.common.errors import BundleError, DataError, EyegcError
 from eyegc.common.imageio import atomic_output_dir, split_image_suffix
+from eyegc.common.options import THICKNESS_OPTIONS, check_options
 from eyegc.common.registry import get_task, look_up_option
 from tqdm import tqdm
 
@@ -75,8 +76,7 @@ SOURCES: dict[str, str] = {
 
 
 def _check_sectors(sectors: int, width: int | None = None) -> int:
-    if isinstance(sectors, bool) or not isinstance(sectors, (int, np.integer)) or sectors < 1:
-        raise EyegcError(f"--sectors must be a whole number of at least 1 (got {sectors!r})")
+    sectors = int(THICKNESS_OPTIONS["sectors"].check(sectors))
     if width is not None and sectors > width:
         raise EyegcError(f"--sectors {sectors} is more than the image's {width} columns; use {width} or fewer")
     return int(sectors)
@@ -138,8 +138,7 @@ def build_pipeline(C: float = 1.0, seed: int = 0) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    if not (isinstance(C, (int, float)) and math.isfinite(C) and C > 0):
-        raise EyegcError(f"--C must be a positive number (the inverse regularisation strength); got {C!r}")
+    C = float(THICKNESS_OPTIONS["C"].check(C))
     return make_pipeline(
         StandardScaler(),
         LogisticRegression(C=float(C), class_weight="balanced", max_iter=10_000, random_state=seed),
@@ -351,8 +350,7 @@ def fit_thickness_model(
     look_up_option(source, SOURCES, what="layer source")
     _check_sectors(sectors)
     build_pipeline(C, seed)  # validates C before any slow work
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise EyegcError(f"--folds must be at least 2 (got {folds!r})")
+    check_options(THICKNESS_OPTIONS, {"folds": folds, "seed": seed})
     glaucoma = get_task(GLAUCOMA_TASK)
     layers = get_task(LAYERS_TASK)
     tta_ops_for(layers, tta)  # an unknown mode fails now, not at prediction time

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from eyegc.common.datafiles import binary_mask, class_folders, index_files
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import split_image_suffix
 from eyegc.common.plugin import Case, ClassSpec
@@ -155,28 +156,16 @@ def sorted_case_ids(case_ids: Sequence[str]) -> list[str]:
     return sorted(case_ids, key=_natural_key)
 
 
-def _is_listed(path: Path, suffixes: Sequence[str]) -> bool:
-    # Hidden files (.DS_Store, macOS "._IDRiD_01.jpg" resource forks) are never data.
-    if path.name.startswith(".") or not path.is_file():
-        return False
-    return split_image_suffix(path.name)[1].lower() in suffixes
-
-
 def list_image_files(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
-    """Map stem -> file for the images in ``folder`` (hidden and other files are ignored).
+    """Map stem -> file for the images in ``folder`` (:func:`eyegc.common.datafiles.index_files`' rules).
+
+    Hidden files, junk and files that are not images are ignored; suffixes match in any case.
 
     Raises:
-        DataError: two files share a stem (``IDRiD_01.jpg`` and ``IDRiD_01.png``).
+        DataError: two files share a stem (``IDRiD_01.jpg`` and ``IDRiD_01.png``), or an image of
+            another type (``IDRiD_01.gif``).
     """
-    files: dict[str, Path] = {}
-    for path in sorted(Path(folder).iterdir()):
-        if not _is_listed(path, suffixes):
-            continue
-        stem = split_image_suffix(path.name)[0]
-        if stem in files:
-            raise DataError(f"{folder} holds both {files[stem].name} and {path.name}; keep one file per image")
-        files[stem] = path
-    return files
+    return index_files(folder, suffixes, what="IDRiD image")
 
 
 def read_idrid_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -188,7 +177,8 @@ def read_idrid_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndar
     SimpleITK expands the palette to RGBA and the opaque alpha channel makes every pixel lesion.
 
     Raises:
-        DataError: the file is missing, unreadable, or its size differs from ``shape``.
+        DataError: the file is missing, unreadable, its size differs from ``shape``, or it holds
+            values other than 0/1 or 0/255 (the official masks hold palette indices 0/1).
     """
     path = Path(path)
     if not path.is_file():
@@ -204,49 +194,48 @@ def read_idrid_mask(path: Path, shape: tuple[int, int] | None = None) -> np.ndar
         array = array[..., :-1]
     if array.ndim == 3:
         array = array.max(axis=-1)
-    mask = (array > 0).astype(np.uint8)
-    if shape is not None and mask.shape != tuple(shape):
-        raise DataError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (W x H); its image is {shape[1]}x{shape[0]}")
-    return mask
+    return binary_mask(array, path, shape)
 
 
 def _lesion_masks(folder: Path, class_key: str, images: Mapping[str, Path], image_folder: Path) -> dict[str, Path]:
-    """Map case id -> mask file of one lesion folder, checking names and orphans."""
+    """Map case id -> mask file of one lesion folder, checking names, types, duplicates and orphans."""
     suffix = f"_{LESION_FOLDERS[class_key][1]}"
-    masks: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not _is_listed(path, MASK_SUFFIXES):
-            continue
-        stem = split_image_suffix(path.name)[0]
+
+    def case_id(path: Path, stem: str) -> str:
         if not stem.upper().endswith(suffix):
             raise DataError(
                 f"{path}: masks in '{folder.name}' are named <image name>{suffix}.tif (e.g. IDRiD_01{suffix}.tif); "
                 "rename the file or move it to its lesion's folder"
             )
-        case_id = stem[: -len(suffix)]
-        if case_id not in images:
+        image = stem[: -len(suffix)]
+        if image not in images:
             raise DataError(
-                f"{path} belongs to no image: {image_folder} has no {case_id}.jpg; remove the mask or add its image"
+                f"{path} belongs to no image: {image_folder} has no {image}.jpg; remove the mask or add its image"
             )
-        if case_id in masks:
-            raise DataError(f"{folder} holds two masks for {case_id}: {masks[case_id].name} and {path.name}")
-        masks[case_id] = path
-    return masks
+        return image
+
+    return index_files(folder, MASK_SUFFIXES, what="IDRiD ground-truth mask", case_id=case_id)
 
 
 def list_idrid_lesion_cases(
-    root: Path, split: str = "train", require_labels: bool = True, classes: Sequence[str] = LESION_KEYS
+    root: Path,
+    split: str = "train",
+    require_labels: bool = True,
+    classes: Sequence[str] = LESION_KEYS,
+    *,
+    allow_missing_class: bool = False,
 ) -> list[Case]:
     """Read the cases of one split of sub-challenge A from the official layout.
 
     ``labels`` maps each class key of ``classes`` to its mask file, or to ``None`` when the file is
     absent (the lesion is absent from the image). Where the split has no ground-truth folder and
-    ``require_labels`` is False, ``labels`` is None.
+    ``require_labels`` is False, ``labels`` is None. ``allow_missing_class`` lets a class folder be
+    missing (every mask of that class is then absent).
 
     Raises:
-        DataError: the images folder is missing or holds no image; a requested class folder or
-            (with ``require_labels``) the ground-truth folder is missing; a mask is misnamed or
-            belongs to no image.
+        DataError: the images folder is missing or holds no image; a requested class folder
+            (unless allowed) or (with ``require_labels``) the ground-truth folder is missing; a
+            mask is misnamed, of another type, one of two for an image, or belongs to no image.
         ValueError: ``classes`` names an unknown class.
     """
     unknown = [key for key in classes if key not in LESION_FOLDERS]
@@ -270,20 +259,20 @@ def list_idrid_lesion_cases(
                 f"per lesion type: {', '.join(LESION_FOLDERS[k][0] for k in classes)}"
             )
         return [Case(case_id=c, image=images[c], labels=None) for c in sorted_case_ids(list(images))]
-    masks: dict[str, dict[str, Path]] = {}
-    for key in classes:
-        class_folder = lesion_gt_dir(root, split, key)
-        if not class_folder.is_dir():
-            if key == "od":
-                raise DataError(
-                    f"no '{class_folder.name}' folder in {gt_root}; this task also segments the optic disc: "
-                    "add the organisers' optic disc masks there, or use the task without the optic disc"
-                )
-            raise DataError(
-                f"no '{class_folder.name}' folder in {gt_root}; IDRiD has one folder per lesion type: "
-                f"create it (leave it empty if no image shows {LESION_NAMES[key].lower()})"
-            )
-        masks[key] = _lesion_masks(class_folder, key, images, folder)
+    od_folder = lesion_gt_dir(root, split, "od")
+    if "od" in classes and not od_folder.is_dir() and not allow_missing_class:
+        raise DataError(
+            f"no ground-truth class folder '{od_folder.name}' in {gt_root}; this task also segments the optic "
+            "disc: add the organisers' optic disc masks there, use the task without the optic disc, or pass "
+            "--allow-missing-class to go on without it (scored as n/a)"
+        )
+    folders = class_folders(
+        gt_root,
+        {key: LESION_FOLDERS[key][0] for key in classes},
+        allow_missing_class,
+        known=[name for name, _ in LESION_FOLDERS.values()],
+    )
+    masks = {key: {} if f is None else _lesion_masks(f, key, images, folder) for key, f in folders.items()}
     return [
         Case(case_id=case_id, image=images[case_id], labels={key: masks[key].get(case_id) for key in classes})
         for case_id in sorted_case_ids(list(images))

@@ -130,9 +130,13 @@ class IdridLesions:
             for k in self.class_keys
         )
 
-    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
+    def list_cases(
+        self, root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+    ) -> list[Case]:
         """Cases of ``A. Segmentation`` (a missing mask file = lesion absent)."""
-        return list_idrid_lesion_cases(root, split, require_labels=require_labels, classes=self.class_keys)
+        return list_idrid_lesion_cases(
+            root, split, require_labels, self.class_keys, allow_missing_class=allow_missing_class
+        )
 
     def read_image(self, path: Path) -> np.ndarray:
         """The colour photograph as ``(3, H, W)`` uint8."""
@@ -211,8 +215,13 @@ class IdridGrading:
         Socket("dme-risk", "dme-risk.json", super_kind="Value", kind="Integer", class_key="dme", content="grade"),
     )
 
-    def list_cases(self, root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:
-        """Cases of ``B. Disease Grading`` with their grades from the label CSV."""
+    def list_cases(
+        self, root: Path, split: str = "train", require_labels: bool = True, *, allow_missing_class: bool = False
+    ) -> list[Case]:
+        """Cases of ``B. Disease Grading`` with their grades from the label CSV.
+
+        Grades come from one CSV, not class folders: ``allow_missing_class`` is ignored.
+        """
         return list_idrid_grading_cases(root, split, require_labels=require_labels)
 
     def read_image(self, path: Path) -> np.ndarray:

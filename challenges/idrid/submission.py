@@ -38,6 +38,7 @@ from eyegc.challenges.idrid.layout import (
     sorted_case_ids,
 )
 from eyegc.common.classification import max_num_classes, read_classification_cases
+from eyegc.common.datafiles import check_mask_values
 from eyegc.common.errors import DataError, SubmissionError
 from eyegc.common.imageio import atomic_output_file
 from eyegc.common.lazy import LazySequence
@@ -181,9 +182,7 @@ class _LesionFolder:
             array = _decode_map(path, str(path))
             _check_shape(array, str(path), shape if shape is not None else (channels[0].shape if channels else None))
             if self.masks:
-                values = np.unique(array)
-                if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-                    raise DataError(f"{path} is not a binary mask (values {values[:6].tolist()}...); write 0/255")
+                check_mask_values(array, path, what="prediction mask")
                 array = (array > 0).astype(np.uint8)
             channels.append(array)
         return np.stack(channels)
