@@ -13,6 +13,7 @@ from eyegc.common.bundle import read_config
 from eyegc.common.errors import EyegcError
 from eyegc.common.evaluation import evaluate_predictions, format_leaderboard
 from eyegc.common.inference import predict_folder
+from eyegc.common.options import DEMO_OPTIONS, check_options
 from eyegc.common.plugin import EvaluationResult, TaskKind, TaskPlugin
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import TrainConfig, train
@@ -103,6 +104,8 @@ def prepare_demo(
     Returns:
         The data root and the run folder (``None`` when ``train_model`` is False).
     """
+    epochs = (training or {}).get("epochs")
+    check_options(DEMO_OPTIONS, {"cases": cases, "test_cases": test_cases, "epochs": epochs})
     out = Path(out)
     data, run = out / "data", out / "run"
     if not data.exists():

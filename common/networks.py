@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,10 @@ from typing import Any
 import torch
 from eyegc.common.errors import EyegcError
 from eyegc.common.registry import look_up_option
-from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, DenseNet121, FlexibleUNet, ResNet, UNet
+from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, DenseNet, DenseNet121, FlexibleUNet, ResNet, UNet
 from torch import nn
 
-__all__ = ["CLASSIFIERS", "NETWORKS", "build_network", "load_pretrained"]
+__all__ = ["CLASSIFIERS", "NETWORKS", "build_network", "check_network_kwargs", "load_pretrained", "network_arguments"]
 
 
 class FirstOutput(nn.Module):
@@ -73,6 +74,8 @@ def _resnet(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
 
 
 def _densenet121(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
+    if kw.pop("pretrained", False):
+        raise EyegcError("DenseNet121 never downloads weights: pass --pretrained PATH with a state dict file instead")
     return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kw)
 
 
@@ -88,11 +91,65 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
 #: the networks that map an image to one logits vector (classification tasks use only these).
 CLASSIFIERS: frozenset[str] = frozenset({"ResNet", "DenseNet121"})
 
+_IO = frozenset({"spatial_dims", "in_channels", "out_channels"})
+#: network name -> (the MONAI classes whose arguments its builder passes on, the arguments the builder
+#: sets itself from eyegc's settings, the builder's own arguments). DenseNet121 passes **kwargs to DenseNet.
+_ARGUMENTS: dict[str, tuple[tuple[type, ...], frozenset[str], frozenset[str]]] = {
+    "UNet": ((UNet,), _IO, frozenset()),
+    "BasicUNetPlusPlus": ((BasicUNetPlusPlus,), _IO, frozenset()),
+    "AttentionUnet": ((AttentionUnet,), _IO, frozenset()),
+    "FlexibleUNet": ((FlexibleUNet,), _IO, frozenset()),
+    "ResNet": (
+        (ResNet,),
+        frozenset({"block", "layers", "spatial_dims", "n_input_channels", "num_classes"}),
+        frozenset({"depth"}),
+    ),
+    "DenseNet121": ((DenseNet121, DenseNet), _IO | {"progress"}, frozenset()),
+}
+
+
+def network_arguments(name: str) -> list[str]:
+    """The ``--network-kwargs`` names a registered network accepts, read from its MONAI constructor.
+
+    The arguments its builder sets itself (spatial dimensions, input and output channels) are left
+    out; the builder's own (ResNet ``depth``) are added.
+    """
+    look_up_option(name, NETWORKS, what="network")
+    classes, fixed, own = _ARGUMENTS[name]
+    names = set(own)
+    for cls in classes:
+        parameters = inspect.signature(cls).parameters.values()
+        names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return sorted(names - fixed)
+
+
+def check_network_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse argument names that the network does not take, before anything is built.
+
+    Raises:
+        EyegcError: naming the unknown argument(s), the network and the names it accepts.
+    """
+    accepted = network_arguments(name)
+    unknown = sorted(str(k) for k in kwargs if k not in accepted)
+    if unknown:
+        raise EyegcError(
+            f"network {name} takes no argument {', '.join(map(repr, unknown))}; it accepts {', '.join(accepted)}"
+        )
+
 
 def build_network(name: str, in_channels: int, out_channels: int, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
     """Build a registered network; it returns one logits tensor, ``(B, C, H, W)`` or ``(B, C)`` (classifiers)."""
     builder = look_up_option(name, NETWORKS, what="network")
-    return FirstOutput(builder(in_channels, out_channels, **dict(kwargs or {})))
+    kwargs = dict(kwargs or {})
+    check_network_kwargs(name, kwargs)
+    try:
+        return FirstOutput(builder(in_channels, out_channels, **kwargs))
+    except EyegcError:
+        raise
+    except Exception as exc:  # a value MONAI cannot use ({"channels": "x"}): say which network and arguments
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
+        raise EyegcError(f"network {name} cannot be built with arguments {kwargs}: {reason}") from None
 
 
 def load_pretrained(network: nn.Module, path: Path) -> tuple[list[str], list[str]]:

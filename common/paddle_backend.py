@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from eyegc.common.training import EpochCallback, TrainConfig
 
 __all__ = [
+    "PADDLE_CHECKPOINT_NAME",
     "PADDLE_DEPTHS",
     "PADDLE_NETWORK",
     "PADDLE_WEIGHTS_NAME",
@@ -74,7 +75,8 @@ PADDLE_NETWORK = "PaddleResNet"
 PADDLE_DEPTHS: tuple[int, ...] = (18, 34, 50)
 #: per-fold weights file of a paddle bundle.
 PADDLE_WEIGHTS_NAME = "model.pdparams"
-CHECKPOINT_NAME = "checkpoint.pdckpt"
+#: per-fold training state of a paddle run, for resume (not part of the bundle).
+PADDLE_CHECKPOINT_NAME = "checkpoint.pdckpt"
 DEFAULT_DEPTH = 50
 MISSING_PADDLE = "the paddle backend needs PaddlePaddle: pip install 'eyegc[paddle]' (CPU) or paddlepaddle-gpu"
 
@@ -102,8 +104,8 @@ def _depth(kwargs: dict[str, Any]) -> int:
     unknown = sorted(set(kwargs) - {"depth"})
     if unknown:
         raise EyegcError(
-            f"{PADDLE_NETWORK} takes only depth ({', '.join(map(str, PADDLE_DEPTHS))}); "
-            f"drop --network-kwargs {', '.join(unknown)}"
+            f"network {PADDLE_NETWORK} takes no argument {', '.join(map(repr, unknown))}; "
+            f"it takes only depth ({', '.join(map(str, PADDLE_DEPTHS))})"
         )
     depth = kwargs.get("depth", DEFAULT_DEPTH)
     if isinstance(depth, bool) or not isinstance(depth, (int, str)) or str(depth) not in map(str, PADDLE_DEPTHS):
@@ -316,7 +318,10 @@ def load_paddle_fold(config: dict[str, Any], weights: Path) -> PaddleNetwork:
     except EyegcError as exc:
         raise BundleError(f"cannot load weights {weights}: {exc}") from None
     with _paddle_device_scope(paddle, "cpu"), paddle.utils.unique_name.guard():
-        model = build_paddle_network(config)
+        try:
+            model = build_paddle_network(config)
+        except EyegcError as exc:  # an edited bundle.json (an unknown argument, a depth paddle lacks): name it
+            raise BundleError(f"{weights.parent.parent / 'bundle.json'}: {exc}") from None
     _set_weights(model, state, weights)
     return PaddleNetwork(model)
 
@@ -429,7 +434,7 @@ def _train_fold(
     t = config["training"]
     fold_dir = run / f"fold_{fold}"
     fold_dir.mkdir(exist_ok=True)
-    checkpoint_path = fold_dir / CHECKPOINT_NAME
+    checkpoint_path = fold_dir / PADDLE_CHECKPOINT_NAME
     weights_path = fold_dir / PADDLE_WEIGHTS_NAME
     head_sizes = _head_sizes(config)
     head_weights = [float(w) for w in t.get("class_weights") or [1.0] * len(head_sizes)]
@@ -525,7 +530,10 @@ def _paddle_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
         )
     if cfg.model not in (None, "ResNet", PADDLE_NETWORK):
         raise EyegcError(f"the paddle backend trains {PADDLE_NETWORK} only (--model {cfg.model} is a torch network)")
-    depth = _depth(dict(cfg.network_kwargs or {}))
+    try:
+        depth = _depth(dict(cfg.network_kwargs or {}))
+    except EyegcError as exc:
+        raise EyegcError(f"--network-kwargs: {exc}") from None
     config = _resolve(plugin, replace(cfg, model=None, network_kwargs=None))
     config["backend"] = "paddle"
     config["network"] = {"name": PADDLE_NETWORK, "kwargs": {"depth": depth}}
@@ -600,7 +608,7 @@ def train_paddle(
         return _train(paddle, plugin, data_root, run, cfg, config, callbacks)
     except BaseException:
         # A new run that failed before its first checkpoint leaves nothing behind.
-        if not resume and run.is_dir() and not any(run.glob(f"fold_*/{CHECKPOINT_NAME}")):
+        if not resume and run.is_dir() and not any(run.glob(f"fold_*/{PADDLE_CHECKPOINT_NAME}")):
             shutil.rmtree(run, ignore_errors=True)
         raise
 
@@ -614,7 +622,7 @@ def _train(
     config: dict[str, Any],
     callbacks: Sequence[EpochCallback],
 ) -> Path:
-    from eyegc.common.bundle import SPLITS_NAME, data_fingerprint, write_checksums, write_config
+    from eyegc.common.bundle import SPLITS_NAME, data_fingerprint, save_signed_config, write_checksums, write_config
     from eyegc.common.training import _load_data, make_splits
 
     cases = plugin.list_cases(data_root, "train")
@@ -666,8 +674,7 @@ def _train(
             started = time.perf_counter()
             config["folds"][str(fold)] = _train_fold(paddle, plugin, run, config, data, splits[fold], fold, callbacks)
             config["folds"][str(fold)]["seconds"] = round(time.perf_counter() - started, 1)
-            write_config(run, config)
-            write_checksums(run, fresh=[config["folds"][str(fold)]["weights"]])
+            save_signed_config(run, config, fresh=[config["folds"][str(fold)]["weights"]])
     if len(config["folds"]) == len(splits) and cfg.tune:
         from eyegc.common.tuning import tune
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from eyegc.common.errors import EyegcError
 from eyegc.common.imageio import atomic_output_dir
+from eyegc.common.options import SAMPLE_DATA_OPTIONS, check_options
+from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import TaskPlugin
 
 __all__ = ["write_sample_data"]
@@ -23,13 +25,9 @@ def write_sample_data(
 
     The folder appears only once complete.
     """
-    if cases < 1:
-        raise EyegcError(f"--cases must be at least 1 (got {cases})")
+    check_options(SAMPLE_DATA_OPTIONS, {"cases": cases, "test_cases": test_cases, "seed": seed})
     test_cases = max(3, cases // 3) if test_cases is None else test_cases
-    if test_cases < 0:
-        raise EyegcError(f"--test-cases must be 0 or more (got {test_cases})")
-    if seed < 0:
-        raise EyegcError(f"--seed must be 0 or more (got {seed})")
+    check_output_path(Path(out), "OUT", OutputKind.FOLDER)
     with atomic_output_dir(Path(out), overwrite=overwrite) as tmp:
         try:
             plugin.make_sample_data(tmp, cases=cases, test_cases=test_cases, seed=seed)

@@ -11,7 +11,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,17 @@ from eyegc.common.bundle import (
     data_fingerprint,
     eyegc_version,
     read_config,
+    save_signed_config,
     write_checksums,
     write_config,
 )
+from eyegc.common.datafiles import check_training_classes
 from eyegc.common.errors import EyegcError
 from eyegc.common.inference import predict_with_tta, resolve_device
 from eyegc.common.losses import build_loss
-from eyegc.common.networks import CLASSIFIERS, NETWORKS, load_pretrained
+from eyegc.common.networks import CLASSIFIERS, NETWORKS, check_network_kwargs, load_pretrained
+from eyegc.common.options import TRAIN_OPTIONS, check_options
+from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
 from eyegc.common.postprocessing import plugin_postprocess, postprocess
 from eyegc.common.preprocessing import CLAHE_SPACES, prepare_image, prepare_target, resize_probabilities
@@ -55,7 +59,7 @@ from monai.transforms import (
 from sklearn.model_selection import KFold
 from tqdm import tqdm
 
-__all__ = ["EpochCallback", "TrainConfig", "make_splits", "train"]
+__all__ = ["EpochCallback", "TrainConfig", "check_train_config", "has_checkpoint", "make_splits", "train"]
 
 #: called after each epoch's checkpoint is saved: (fold, epoch, history). May raise to stop.
 EpochCallback = Callable[[int, int, dict[str, list[float]]], None]
@@ -90,7 +94,35 @@ class TrainConfig:
     validate_every: int | None = None
     #: folds trained at once, each in its own process with ``torch threads / jobs`` threads (CPU).
     jobs: int = 1
+    #: a missing ground-truth class folder, or a class no training case shows, is no error (``--allow-missing-class``).
+    allow_missing_class: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Check every numeric setting against its option's rule (:data:`eyegc.common.options.TRAIN_OPTIONS`).
+
+    ``None`` is "the task's default"; ``extra["input_size"]`` is checked as ``--input-size``.
+
+    Raises:
+        EyegcError: the first bad value, naming its command-line option and the allowed range.
+    """
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    values["input_size"] = cfg.extra.get("input_size")
+    check_options(TRAIN_OPTIONS, values)
+
+
+def has_checkpoint(run: Path) -> bool:
+    """Whether ``run`` holds a fold checkpoint (torch or paddle) that ``resume=True`` continues."""
+    from eyegc.common.paddle_backend import PADDLE_CHECKPOINT_NAME
+
+    run = Path(run)
+    return any(run.glob("fold_*/checkpoint.pt")) or any(run.glob(f"fold_*/{PADDLE_CHECKPOINT_NAME}"))
+
+
+def _or_default(value: Any, default: Any) -> Any:
+    """``value`` unless it is ``None``: 0 is a value (its option's rule allows it or not), never "the default"."""
+    return default if value is None else value
 
 
 def make_splits(case_ids: Sequence[str], folds: int, seed: int) -> list[dict[str, list[str]]]:
@@ -115,9 +147,7 @@ def _resolve_clahe(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any] | Non
     if cfg.clahe is not None:
         space = look_up_option(cfg.clahe, ("none", *CLAHE_SPACES), what="CLAHE mode")
         clahe = None if space == "none" else {**(clahe or {}), "space": space}
-    if cfg.clahe_clip is not None:
-        if not 0 < cfg.clahe_clip <= 1:
-            raise EyegcError(f"--clahe-clip must be in (0, 1] (scikit-image scale), got {cfg.clahe_clip}")
+    if cfg.clahe_clip is not None:  # its range is checked with the other numbers (check_train_config)
         clahe = {**(clahe or {"space": "channels"}), "clip_limit": cfg.clahe_clip}
     if clahe and clahe.get("space") == "lab" and plugin.in_channels != 3:
         raise EyegcError(f"CLAHE in L*a*b* needs RGB input; {plugin.name} feeds {plugin.in_channels} channel(s)")
@@ -125,16 +155,21 @@ def _resolve_clahe(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any] | Non
 
 
 def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+    check_train_config(cfg)
     d = plugin.defaults
     classification = plugin.kind == TaskKind.CLASSIFICATION
-    network = cfg.model or d.network
+    network = _or_default(cfg.model, d.network)
     look_up_option(network, NETWORKS, what="network")
     if classification != (network in CLASSIFIERS):
         wanted = sorted(CLASSIFIERS) if classification else sorted(set(NETWORKS) - CLASSIFIERS)
         raise EyegcError(f"{network} does not fit a {plugin.kind.value} task; choose one of {', '.join(wanted)}")
     kwargs = dict(d.network_kwargs) if network == d.network else {}
     kwargs.update(cfg.network_kwargs or {})
-    loss = cfg.loss or d.loss
+    try:
+        check_network_kwargs(network, kwargs)  # by name now; bad values fail when the network is first built
+    except EyegcError as exc:
+        raise EyegcError(f"--network-kwargs: {exc}") from None
+    loss = _or_default(cfg.loss, d.loss)
     head_classes = [int(c.num_classes or 0) for c in plugin.classes] if classification else None
     build_loss(loss, plugin.kind, cfg.class_weights, head_classes)  # validates the name and weights early
     if cfg.class_weights and len(cfg.class_weights) != len(plugin.classes):
@@ -144,7 +179,7 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
             f"({', '.join(c.key for c in plugin.classes)})"
         )
     preprocessing: dict[str, Any] = {
-        "working_scale": cfg.working_scale if cfg.working_scale is not None else d.working_scale,
+        "working_scale": _or_default(cfg.working_scale, d.working_scale),
         "normalize": d.normalize,
         "clahe": _resolve_clahe(plugin, cfg),
         "fov_mask": bool(d.fov_mask if cfg.fov_mask is None else cfg.fov_mask),
@@ -162,21 +197,22 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
         "in_channels": plugin.in_channels,
         "network": {"name": network, "kwargs": kwargs},
         "preprocessing": preprocessing,
-        "patch_size": cfg.patch_size if cfg.patch_size is not None else d.patch_size,
+        "patch_size": _or_default(cfg.patch_size, d.patch_size),
         "allowed_tta": {k: list(v) for k, v in plugin.allowed_tta.items()},
         "training": {
-            "folds": cfg.folds or d.folds,
-            "epochs": cfg.epochs or d.epochs,
-            "batch_size": cfg.batch_size or d.batch_size,
-            "learning_rate": cfg.learning_rate or d.learning_rate,
+            "folds": _or_default(cfg.folds, d.folds),
+            "epochs": _or_default(cfg.epochs, d.epochs),
+            "batch_size": _or_default(cfg.batch_size, d.batch_size),
+            "learning_rate": _or_default(cfg.learning_rate, d.learning_rate),
             "loss": loss,
             "class_weights": cfg.class_weights,
-            "patches_per_image": cfg.patches_per_image or d.patches_per_image,
+            "patches_per_image": _or_default(cfg.patches_per_image, d.patches_per_image),
             "elastic_probability": float(d.elastic_probability),
-            "validate_every": int(cfg.validate_every or d.validate_every),
+            "validate_every": int(_or_default(cfg.validate_every, d.validate_every)),
             "seed": cfg.seed,
             "pretrained": cfg.pretrained,
             "metric": plugin.metric.primary,
+            "allow_missing_class": bool(cfg.allow_missing_class),
         },
         "postprocessing": {
             "thresholds": thresholds,
@@ -190,7 +226,7 @@ def _resolve(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
     if classification:
         config["head_classes"] = head_classes
         config["patch_size"] = 0
-        size = cfg.extra.get("input_size") or d.input_size
+        size = _or_default(cfg.extra.get("input_size"), d.input_size)
         if not size:
             raise EyegcError(f"{plugin.name}: a classification task needs an input size (ModelDefaults.input_size)")
         config["preprocessing"]["input_size"] = [int(size[0]), int(size[1])]
@@ -705,11 +741,15 @@ def train(
 
     Returns:
         The run folder.
+
+    Raises:
+        EyegcError: a setting out of its range (:func:`check_train_config`, before anything is read),
+            unknown network arguments, bad data, or a run folder that cannot be used.
     """
     cfg = cfg or TrainConfig()
+    check_train_config(cfg)  # before anything is read or written: a bad number is the whole message
     run, data_root = Path(run), Path(data_root)
-    if cfg.jobs < 1:
-        raise EyegcError(f"jobs (folds trained at once) must be at least 1, got {cfg.jobs}")
+    check_output_path(run, "--out", OutputKind.FOLDER, [("--data", data_root), ("--pretrained", cfg.pretrained)])
     if cfg.jobs > 1 and callbacks:
         raise EyegcError("epoch callbacks run in the training process: train with jobs=1 to use them")
     backend = look_up_option(cfg.backend, ("torch", "paddle"), what="backend")
@@ -762,9 +802,10 @@ def _train(
     config: dict[str, Any],
     callbacks: Sequence[EpochCallback],
 ) -> Path:
-    cases = plugin.list_cases(data_root, "train")
-    ids = [c.case_id for c in cases]
     t = config["training"]
+    allow_missing_class = bool(t.get("allow_missing_class", False))
+    cases = plugin.list_cases(data_root, "train", allow_missing_class=allow_missing_class)
+    ids = [c.case_id for c in cases]
     splits_path = run / SPLITS_NAME
     if splits_path.is_file():
         splits = json.loads(splits_path.read_text())
@@ -789,6 +830,11 @@ def _train(
             "resume with the same --data, or start a new run"
         )
     data = _load_data(plugin, cases, config["preprocessing"])
+    absent = check_training_classes(plugin, data.targets.values(), data_root, allow_missing_class)
+    if absent:
+        t["classes_without_ground_truth"] = absent
+        note = f"note: training without ground truth for class(es) {', '.join(absent)} (--allow-missing-class)"
+        tqdm.write(note, file=sys.stderr)
     _check_network(config, data)
     run.mkdir(parents=True, exist_ok=True)
     if not splits_path.is_file():
@@ -801,8 +847,7 @@ def _train(
     def finished(fold: int, info: dict[str, Any], seconds: float) -> None:
         config["folds"][str(fold)] = {**info, "seconds": round(seconds, 1)}
         config["folds"] = dict(sorted(config["folds"].items(), key=lambda item: int(item[0])))
-        write_config(run, config)
-        write_checksums(run, fresh=[info["weights"]])
+        save_signed_config(run, config, fresh=[info["weights"]])
 
     if cfg.jobs > 1 and len(todo) > 1:
         _train_folds_in_parallel(plugin, run, config, data, splits, todo, device, min(cfg.jobs, len(todo)), finished)

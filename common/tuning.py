@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eyegc.common.bundle import read_config, verify_checksums, write_checksums, write_config
+from eyegc.common.bundle import read_config, save_signed_config, verify_checksums
 from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
 from eyegc.common.postprocessing import EIGHT_CONNECTED, postprocess
@@ -129,11 +129,15 @@ def tune_binary_heads(plugin: TaskPlugin, probabilities: Sequence[np.ndarray], t
 
 
 def load_oof(
-    plugin: TaskPlugin, run: Path, data_root: Path
+    plugin: TaskPlugin, run: Path, data_root: Path, allow_missing_class: bool = False
 ) -> tuple[list[str], list[np.ndarray], list[np.ndarray], list[np.ndarray | None]]:
-    """Out-of-fold probabilities saved by training, with their ground truth and fields of view."""
+    """Out-of-fold probabilities saved by training, with their ground truth and fields of view.
+
+    ``allow_missing_class``: as the run was trained (a ground-truth class folder may be missing).
+    """
     oof = Path(run) / "oof"
-    cases = {c.case_id: c for c in plugin.list_cases(data_root, "train")}
+    listed = plugin.list_cases(data_root, "train", allow_missing_class=allow_missing_class)
+    cases = {c.case_id: c for c in listed}
     ids = sorted(p.name[: -len(".npz")] for p in oof.glob("*.npz")) if oof.is_dir() else []
     if not ids:
         raise EyegcError(f"{run} has no out-of-fold predictions (oof/*.npz); train every fold first")
@@ -163,7 +167,8 @@ def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: A
     verify_checksums(run)  # never re-sign a bundle whose files were changed
     config = read_config(run)
     root = Path(data_root or config["training"].get("data_root", ""))
-    ids, probs, targets, rois = load_oof(plugin, run, root)
+    allow_missing_class = bool(config["training"].get("allow_missing_class", False))
+    ids, probs, targets, rois = load_oof(plugin, run, root, allow_missing_class)
     if plugin.kind == TaskKind.CLASSIFICATION:
         settings = tune_binary_heads(plugin, probs, targets)
     else:
@@ -186,6 +191,5 @@ def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: A
         "default_postprocessing": default.to_json_dict(),
         "tuned_postprocessing": tuned.to_json_dict(),
     }
-    write_config(run, config)
-    write_checksums(run)
+    save_signed_config(run, config)
     return settings
