@@ -15,16 +15,19 @@ loaded with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from eyegc.common.errors import BundleError
+from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.networks import build_network
 from torch import nn
 
@@ -41,6 +44,7 @@ __all__ = [
     "load_bundle",
     "output_channels",
     "read_config",
+    "save_signed_config",
     "sha256_file",
     "write_checksums",
     "write_config",
@@ -148,6 +152,39 @@ def write_checksums(run: Path, fresh: Iterable[str] = ()) -> list[str]:
     return files
 
 
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) for the block; it takes effect as usual right after the block ends.
+
+    A recording handler rather than a blocked signal mask: the mask is per thread, and torch's
+    worker threads would still take the signal and interrupt the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread runs signal handlers
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
+        elif received and previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def save_signed_config(run: Path, config: dict[str, Any], fresh: Iterable[str] = ()) -> None:
+    """Write ``bundle.json`` and re-sign the bundle as one step that Ctrl-C cannot split.
+
+    Interrupted between the two writes, a bundle would hold a new bundle.json under the old
+    checksum and be refused as tampered with; the interrupt is held back until both are written.
+    """
+    with _interrupts_deferred():
+        write_config(run, config)
+        write_checksums(run, fresh=fresh)
+
+
 def verify_checksums(run: Path) -> list[str]:
     """Check every bundle file against ``RUN/checksums.sha256``; return the weights files.
 
@@ -205,10 +242,24 @@ class Bundle:
         return list(self.config["classes"])
 
 
-def build_from_config(config: dict[str, Any]) -> nn.Module:
-    """The untrained network a bundle config describes."""
+def build_from_config(config: dict[str, Any], source: Path | None = None) -> nn.Module:
+    """The untrained network a bundle config describes.
+
+    Args:
+        config: a bundle config (``bundle.json``).
+        source: the ``bundle.json`` it was read from, named in errors (``None``: a config being trained).
+
+    Raises:
+        EyegcError: an unknown network, argument or unusable argument value; a :class:`BundleError`
+            naming ``source`` when given.
+    """
     net = config["network"]
-    return build_network(net["name"], config["in_channels"], output_channels(config), net.get("kwargs", {}))
+    try:
+        return build_network(net["name"], config["in_channels"], output_channels(config), net.get("kwargs") or {})
+    except EyegcError as exc:
+        if source is None:
+            raise
+        raise BundleError(f"{source}: {exc}") from None
 
 
 def output_channels(config: dict[str, Any]) -> int:
@@ -261,7 +312,7 @@ def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None 
             network = load_paddle_fold(config, run / name)
             bundle.folds.append(FoldModel(fold=fold, network=network))  # type: ignore[arg-type]
             continue
-        network = build_from_config(config)
+        network = build_from_config(config, run / CONFIG_NAME)
         try:
             state = torch.load(run / name, map_location="cpu", weights_only=True)
             network.load_state_dict(state)

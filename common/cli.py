@@ -4,37 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from eyegc.common.errors import EyegcError
+from eyegc.common.errors import EyegcError, user_error_message
+from eyegc.common.options import DEMO_OPTIONS, SAMPLE_DATA_OPTIONS, THICKNESS_OPTIONS, TRAIN_OPTIONS
+from eyegc.common.outputs import OutputKind, check_output_path, check_outputs
 
 __all__ = ["build_parser", "main"]
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
 
 
 def _json_object(text: str, option: str) -> dict:
@@ -71,7 +52,7 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from eyegc.common.registry import get_task
-    from eyegc.common.training import TrainConfig, train
+    from eyegc.common.training import TrainConfig, has_checkpoint, train
 
     cfg = TrainConfig(
         model=args.model,
@@ -96,12 +77,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fov_mask=args.fov_mask,
         validate_every=args.validate_every,
         jobs=args.jobs,
+        allow_missing_class=args.allow_missing_class,
         extra={"input_size": args.input_size} if args.input_size else {},
     )
     try:
         run = train(get_task(args.task), args.data, args.out, cfg, resume=args.resume)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: eyegc train {args.task} --data {args.data} --out {args.out} --resume")
+        # train() deletes a fresh run interrupted before its first checkpoint: only a checkpoint can be resumed.
+        if has_checkpoint(args.out):
+            hint = f"continue with: eyegc train {args.task} --data {args.data} --out {args.out} --resume"
+        else:
+            hint = "nothing was written before the first checkpoint; run the same command again to start over"
+        print(f"\ninterrupted; {hint}", file=sys.stderr)
         return 130
     _print_run_summary(run)
     return 0
@@ -161,7 +148,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from eyegc.common.evaluation import evaluate_predictions, format_leaderboard, write_per_case_csv, write_result_json
     from eyegc.common.registry import get_task
 
-    result = evaluate_predictions(get_task(args.task), args.pred, args.gt, args.split)
+    check_outputs(
+        [("--json", args.json, OutputKind.FILE), ("--csv", args.csv, OutputKind.FILE)],
+        [("--pred", args.pred), ("--gt", args.gt)],
+    )
+    result = evaluate_predictions(
+        get_task(args.task), args.pred, args.gt, args.split, allow_missing_class=args.allow_missing_class
+    )
     print(format_leaderboard(result))
     if args.json:
         write_result_json(result, args.json)
@@ -181,10 +174,15 @@ def _cmd_submission(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise EyegcError(f"--option {item!r}: use KEY=VALUE, e.g. --option header=ImgName,GC_Pred")
         options[key.replace("-", "_")] = _option_value(value)
+    paths = [(f"--option {k}", Path(v)) for k, v in options.items() if isinstance(v, str) and Path(v).exists()]
+    check_outputs([("--out", args.out, OutputKind.FILE)], [("--pred", args.pred), *paths])
     try:
         out = get_task(args.task).write_submission(args.pred, args.out, **options)
-    except TypeError as exc:  # an option this task's writer does not take
-        raise EyegcError(f"{args.task} submission: {exc}") from None
+    except TypeError as exc:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unknown is None:
+            raise  # not an option's fault: a bug
+        raise EyegcError(f"--option {unknown.group(1)} is not an option of {args.task} submissions") from None
     print(f"submission written to {out}")
     return 0
 
@@ -201,8 +199,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from eyegc.common.demo import run_demo
     from eyegc.common.registry import get_task
 
-    training = {"epochs": args.epochs} if args.epochs else None
-    out = args.out or Path("demo") / args.task
+    training = {"epochs": args.epochs} if args.epochs is not None else None
+    out = check_output_path(args.out or Path("demo") / args.task, "--out", OutputKind.FOLDER)
     demo = run_demo(get_task(args.task), out, args.cases, args.test_cases, training, args.tta, device=args.device)
     primary = get_task(args.task).metric.primary
     print(
@@ -221,6 +219,9 @@ def _cmd_thickness_model(args: argparse.Namespace) -> int:
         predict_thickness_model,
     )
 
+    layer_models = [("--layers-model", m) for m in args.layers_model or []]
+    inputs = [("--data", args.data), ("--model", args.model), ("--images", args.images), *layer_models]
+    check_outputs([("--out", args.out, OutputKind.FOLDER)], inputs)
     if args.action == "fit":
         if args.data is None:
             raise EyegcError("thickness-model fit needs --data (the GOALS root)")
@@ -255,36 +256,48 @@ def _cmd_thickness_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every verb."""
-    parser = argparse.ArgumentParser(prog="eyegc", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_allow_missing_class(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--allow-missing-class", action="store_true", help=help_text)
 
-    p = sub.add_parser("list", help="registered challenges and their tasks")
+
+def _train_type(field: str) -> Callable[[str], Any]:
+    """The argparse type of a ``TrainConfig`` field's option: its rule, shared with :func:`train`."""
+    return TRAIN_OPTIONS[field].argparse_type()
+
+
+def _add_setup_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``list``, ``demo`` and ``sample-data``."""
+    p = add_parser("list", help="registered challenges and their tasks")
     p.set_defaults(func=_cmd_list)
 
-    p = sub.add_parser("demo", help="sample data -> train -> predict -> evaluate -> submission, in a few CPU minutes")
+    p = add_parser("demo", help="sample data -> train -> predict -> evaluate -> submission, in a few CPU minutes")
     p.add_argument("task")
     p.add_argument("--out", type=Path, help="work folder (default ./demo/TASK); reruns reuse it")
-    p.add_argument("--cases", type=int, default=16)
-    p.add_argument("--test-cases", type=int, default=6)
-    p.add_argument("--epochs", type=int, help="training epochs (default 20)")
+    p.add_argument("--cases", type=DEMO_OPTIONS["cases"].argparse_type(), default=16)
+    p.add_argument("--test-cases", type=DEMO_OPTIONS["test_cases"].argparse_type(), default=6)
+    p.add_argument("--epochs", type=DEMO_OPTIONS["epochs"].argparse_type(), help="training epochs (default 20)")
     p.add_argument("--tta", default="flip")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("sample-data", help="a synthetic data set in the task's official layout")
+    p = add_parser("sample-data", help="a synthetic data set in the task's official layout")
     p.add_argument("task")
     p.add_argument("out", type=Path)
-    p.add_argument("--cases", type=int, default=24, help="training cases (default 24)")
+    p.add_argument("--cases", type=SAMPLE_DATA_OPTIONS["cases"].argparse_type(), default=24, help="training cases")
     p.add_argument(
-        "--test-cases", type=int, default=None, help="testing cases with ground truth (default cases//3, at least 3)"
+        "--test-cases",
+        type=SAMPLE_DATA_OPTIONS["test_cases"].argparse_type(),
+        default=None,
+        help="testing cases with ground truth (default cases//3, at least 3)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SAMPLE_DATA_OPTIONS["seed"].argparse_type(), default=0)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_sample_data)
 
-    p = sub.add_parser("train", help="k-fold training on the official layout; writes a model bundle")
+
+def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``train`` and its options, typed by the rules of :data:`TRAIN_OPTIONS`."""
+    p = add_parser("train", help="k-fold training on the official layout; writes a model bundle")
     p.add_argument("task")
     p.add_argument("--data", type=Path, required=True, help="data root in the official layout")
     p.add_argument("--out", type=Path, required=True, help="run folder (the model bundle)")
@@ -292,27 +305,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="network: UNet, BasicUNetPlusPlus, AttentionUnet, FlexibleUNet (default: the task's)"
     )
     p.add_argument("--network-kwargs", help="JSON of network arguments, e.g. '{\"channels\": [8, 16, 32, 64]}'")
-    p.add_argument("--folds", type=int, help="number of cross-validation folds (default: the task's, 5)")
-    p.add_argument("--fold", default="all", help="fold index to train, or 'all' (default)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--folds", type=_train_type("folds"), help="cross-validation folds (default: the task's, 5)")
+    p.add_argument("--fold", type=_train_type("fold"), default="all", help="fold index to train, or 'all' (default)")
+    p.add_argument("--epochs", type=_train_type("epochs"))
+    p.add_argument("--batch-size", type=_train_type("batch_size"))
     p.add_argument(
-        "--patch-size", type=int, help="square training/inference patch at working resolution; 0 = whole image"
+        "--patch-size",
+        type=_train_type("patch_size"),
+        help="square training/inference patch at working resolution; 0 = whole image",
     )
-    p.add_argument("--working-scale", type=float, help="resize factor applied before the network (DRAC22 default 0.5)")
+    p.add_argument(
+        "--working-scale", type=_train_type("working_scale"), help="resize factor before the network (DRAC22: 0.5)"
+    )
     p.add_argument("--loss", help="dice_bce (default), dice_focal, or bce (multi-label)")
-    p.add_argument("--class-weights", type=_floats, help="one weight per class, comma-separated")
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--patches-per-image", type=int, help="patches drawn per image per epoch")
+    p.add_argument("--class-weights", type=_train_type("class_weights"), help="one weight per class, comma-separated")
+    p.add_argument("--lr", type=_train_type("learning_rate"), help="learning rate")
+    p.add_argument("--patches-per-image", type=_train_type("patches_per_image"), help="patches per image per epoch")
     p.add_argument("--pretrained", type=Path, help="a state dict file to start from (never downloaded)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_train_type("seed"), default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-tune", action="store_true", help="skip threshold tuning at the end")
-    p.add_argument("--validate-every", type=int, help="validate every N epochs and at the last (default: the task's)")
+    p.add_argument(
+        "--validate-every",
+        type=_train_type("validate_every"),
+        help="validate every N epochs and at the last (default: the task's)",
+    )
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=_train_type("jobs"),
         default=1,
         help="folds trained at once, one process each with threads/N torch threads (a 2-core CPU: 2, ~1.25x faster)",
     )
@@ -322,30 +343,38 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["torch", "paddle"],
         help="classification tasks: paddle trains a PaddlePaddle ResNet (pip install '.[paddle]')",
     )
-    p.add_argument("--input-size", type=_ints, help="classification: the H,W every image is resized to")
+    p.add_argument("--input-size", type=_train_type("input_size"), help="classification: the H,W images are resized to")
     p.add_argument(
         "--clahe",
         choices=["none", "channels", "lab"],
         help="contrast-limited adaptive histogram equalisation: per channel, or on L*a*b* lightness (RGB)",
     )
-    p.add_argument("--clahe-clip", type=float, help="CLAHE clip limit, scikit-image's scale (default 0.01)")
+    p.add_argument(
+        "--clahe-clip", type=_train_type("clahe_clip"), help="CLAHE clip limit, scikit-image's scale (default 0.01)"
+    )
     p.add_argument(
         "--fov-mask",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="RGB fundus: normalise inside the estimated field of view and zero the border",
     )
+    _add_allow_missing_class(
+        p,
+        "a missing ground-truth class folder, or a class no training case shows, is no error: train anyway "
+        "(recorded in bundle.json)",
+    )
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser(
-        "tune", help="choose per-class thresholds and minimum component sizes on out-of-fold predictions"
-    )
+
+def _add_scoring_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``tune``, ``predict``, ``evaluate`` and ``submission``."""
+    p = add_parser("tune", help="choose per-class thresholds and minimum component sizes on out-of-fold predictions")
     p.add_argument("task")
     p.add_argument("--model", type=Path, required=True, help="run folder")
     p.add_argument("--data", type=Path, help="training data root (default: the one recorded in the run)")
     p.set_defaults(func=_cmd_tune)
 
-    p = sub.add_parser("predict", help="predict a folder of images with TTA and fold/model ensembling")
+    p = add_parser("predict", help="predict a folder of images with TTA and fold/model ensembling")
     p.add_argument("task")
     p.add_argument("--model", type=Path, nargs="+", required=True, help="one or more model bundles")
     p.add_argument("--images", type=Path, required=True)
@@ -356,16 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("evaluate", help="the local leaderboard, computed as the organisers do")
+    p = add_parser("evaluate", help="the local leaderboard, computed as the organisers do")
     p.add_argument("task")
     p.add_argument("--pred", type=Path, required=True, help="prediction folder or official submission file")
     p.add_argument("--gt", type=Path, required=True, help="data root holding the ground truth")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--json", type=Path)
     p.add_argument("--csv", type=Path, help="per-case values")
+    _add_allow_missing_class(p, "a missing ground-truth class folder is no error: report its class as n/a")
     p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("submission", help="the official submission file, validated first")
+    p = add_parser("submission", help="the official submission file, validated first")
     p.add_argument("task")
     p.add_argument("--pred", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -381,7 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_submission)
 
-    p = sub.add_parser(
+
+def _add_thickness_model_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``thickness-model fit|predict`` (GOALS glaucoma from layer thickness)."""
+    p = add_parser(
         "thickness-model",
         help="GOALS glaucoma: logistic regression on RNFL/GCIPL thickness profiles from a goals-layers model",
     )
@@ -390,16 +423,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="fit: the model folder; predict: the prediction folder")
     p.add_argument("--layers-model", type=Path, action="append", help="goals-layers bundle (repeatable)")
     p.add_argument("--source", choices=["predicted", "truth"], default="predicted", help="fit: layer maps to use")
-    p.add_argument("--sectors", type=int, default=12, help="fit: column sectors per layer (default 12)")
-    p.add_argument("--C", type=float, default=1.0, help="fit: inverse regularisation strength")
-    p.add_argument("--folds", type=int, default=5, help="fit: cross-validation folds")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sectors", type=THICKNESS_OPTIONS["sectors"].argparse_type(), default=12, help="fit: column sectors per layer"
+    )
+    p.add_argument("--C", type=THICKNESS_OPTIONS["C"].argparse_type(), default=1.0, help="fit: inverse regularisation")
+    p.add_argument("--folds", type=THICKNESS_OPTIONS["folds"].argparse_type(), default=5, help="fit: CV folds")
+    p.add_argument("--seed", type=THICKNESS_OPTIONS["seed"].argparse_type(), default=0)
     p.add_argument("--model", type=Path, help="predict: the fitted model folder")
     p.add_argument("--images", type=Path, help="predict: a folder of B-scans")
     p.add_argument("--tta", help="TTA of the layer model (fit default none; predict default: as fitted)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_thickness_model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    parser = argparse.ArgumentParser(prog="eyegc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_verbs in (_add_setup_verbs, _add_train_verb, _add_scoring_verbs, _add_thickness_model_verb):
+        add_verbs(sub.add_parser)
     return parser
 
 
@@ -408,8 +451,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except EyegcError as exc:
-        print(f"eyegc: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        # Outputs appear only when complete (atomic folders and files), so nothing partial is left.
+        print(f"\neyegc {args.command}: interrupted; no partial output was left", file=sys.stderr)
+        return 130
+    except (EyegcError, OSError) as exc:
+        message = user_error_message(exc)
+        if message is None or os.environ.get("EYEGC_DEBUG"):
+            raise  # a bug, not the user's doing: the traceback is what a report needs
+        print(f"eyegc: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eyegc.common.errors import BundleError, DataError, EyegcError
+from eyegc.common.errors import BundleError, DataError, EyegcError, user_error_message
 from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskPlugin
 from eyegc.common.registry import look_up_option
 
@@ -44,6 +44,7 @@ __all__ = [
     "MODEL_DIR",
     "OUTPUT_NAME",
     "CaseInputs",
+    "check_output_writable",
     "default_model_dirs",
     "find_bundles",
     "layout_case",
@@ -253,6 +254,22 @@ def _check_output_free(output_dir: Path, plugin: TaskPlugin) -> None:
                 raise EyegcError(f"{folder} already holds {', '.join(sorted(others))}; the output folder must be empty")
 
 
+def check_output_writable(output_dir: Path) -> None:
+    """Refuse an output folder that cannot be written (read-only mount, permissions) before any work.
+
+    Raises:
+        EyegcError: the folder cannot be created or written, naming it and the cause.
+    """
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=output_dir).close()
+    except OSError as exc:
+        raise EyegcError(
+            f"output folder {output_dir} is not writable ({exc.strerror or exc}); the platform mounts it "
+            "writable: for a local run, mount it read-write"
+        ) from None
+
+
 def _write_outputs(output_dir: Path, values: Mapping[Socket, Any]) -> dict[str, Path]:
     """Write every socket into a staging folder, then move each file into place."""
     from eyegc.common.imageio import write_mha
@@ -359,6 +376,7 @@ def layout_case(plugin: TaskPlugin, image_path: Path | Mapping[str, Path], input
         ``input_dir``.
     """
     import SimpleITK as sitk
+    from eyegc.common.imageio import write_sitk_image
 
     input_dir = Path(input_dir)
     images = dict(image_path) if isinstance(image_path, Mapping) else None
@@ -378,7 +396,7 @@ def layout_case(plugin: TaskPlugin, image_path: Path | Mapping[str, Path], input
         image_pk = str(uuid.uuid4())
         try:
             # panimg converts 2D png/jpeg uploads to .mha; this mimics it with the same library.
-            sitk.WriteImage(sitk.ReadImage(str(source)), str(folder / f"{image_pk}.mha"), useCompression=True)
+            write_sitk_image(sitk.ReadImage(str(source)), folder / f"{image_pk}.mha", compress=True)
         except RuntimeError as exc:
             raise DataError(f"cannot convert {source} to .mha: {str(exc).strip().splitlines()[-1]}") from None
         entries.append(
@@ -474,8 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eyegc.common.registry import get_task
 
         plugin = get_task(args.task)
-        # Validate the case before the slow model load so a bad case fails in a second.
+        # Validate the case and the output folder before the slow model load so either fails in a second.
         inputs = resolve_case_inputs(plugin, args.input)
+        check_output_writable(args.output)
         _log(f"task {plugin.name}; inputs from {inputs.source}: {', '.join(map(str, inputs.images.values()))}")
 
         from eyegc.common.bundle import load_bundle
@@ -490,8 +509,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"device {_device_description(predictor)}; ready in {loaded - started:.2f} s"
         )
         summary = run_case(plugin, predictor, args.input, args.output)
-    except EyegcError as exc:
-        _log(f"error: {exc}")
+    except KeyboardInterrupt:
+        _log("interrupted; no output was written")
+        return 130
+    except (EyegcError, OSError) as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        _log(f"error: {message}")
         return 2
     age = _process_age()
     summary["seconds"]["model_load"] = round(loaded - started, 3)

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from eyegc.common.bundle import Bundle, check_input_channels, load_bundle
+from eyegc.common.datafiles import index_files
 from eyegc.common.errors import BundleError, DataError
 from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir, split_image_suffix
+from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
 from eyegc.common.postprocessing import plugin_postprocess
 from eyegc.common.preprocessing import prepare_image, resize_probabilities
@@ -209,15 +211,17 @@ class Predictor:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Readable images directly in ``folder``, sorted by name.
+    """Readable images directly in ``folder``, sorted by name (hidden files skipped, suffixes in any case).
 
     Raises:
-        DataError: the folder is missing or holds no readable image.
+        DataError: the folder is missing or holds no readable image, two images are one case
+            (``a.png`` and ``a.tif`` would be predicted into one set of masks; the message names
+            both), or an image is of a type eyegc cannot read.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"images folder not found: {folder}")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(READABLE_SUFFIXES))
+    images = sorted(index_files(folder, READABLE_SUFFIXES).values())
     if not images:
         raise DataError(f"{folder} holds no images ({', '.join(READABLE_SUFFIXES)})")
     return images
@@ -242,12 +246,8 @@ def predict_folder(
     Returns:
         A summary: cases, ensemble members, TTA ops, seconds per case.
     """
+    check_output_path(out, "--out", OutputKind.FOLDER, [("--images", images), *(("--model", m) for m in models)])
     paths = list_images(images)
-    if overwrite:
-        target = Path(out).resolve()
-        for keep in (Path(images), *map(Path, models)):
-            if keep.resolve() == target or target in keep.resolve().parents:
-                raise DataError(f"--out {out} holds {keep}; --overwrite would delete it. Choose another --out")
     bundles = [load_bundle(m, task=plugin.name) for m in models]
     predictor = Predictor(plugin, bundles, tta=tta, device=resolve_device(device))
     started = time.perf_counter()

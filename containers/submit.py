@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 from eyegc.common.bundle import sha256_file
-from eyegc.common.errors import DataError
+from eyegc.common.errors import DataError, user_error_message
+from eyegc.common.outputs import OutputKind, check_outputs
 
 __all__ = ["DEFAULT_BASE_IMAGE", "build_parser", "main"]
 
@@ -621,20 +622,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run every step; a failed step prints one line (plus a log tail) and returns 1."""
+    """Run every step; a failed step prints one line (plus a log tail) and returns 1; Ctrl-C returns 130."""
     args = build_parser().parse_args(argv)
     try:
         return _submit(args)
     except SubmitError as exc:
         print(f"submit: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nsubmit: interrupted; artefacts in --out appear only when complete", file=sys.stderr)
+        return 130
     except Exception as exc:
-        from eyegc.common.errors import EyegcError
-
-        if isinstance(exc, EyegcError):
-            print(f"submit: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"submit: error: {message}", file=sys.stderr)
+        return 1
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -643,6 +646,8 @@ def _submit(args: argparse.Namespace) -> int:
 
     total_started = time.perf_counter()
     plugin = get_task(args.task)
+    inputs = [("--data", args.data), *(("--model", m) for m in args.model or [])]
+    check_outputs([("--out", args.out, OutputKind.FOLDER), ("--work", args.work, OutputKind.FOLDER)], inputs)
     tag = (args.tag or f"eyegc-{plugin.name}").lower()
     name = _safe_name(tag)
     python = sys.executable
