@@ -21,7 +21,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,21 +29,27 @@ from typing import TYPE_CHECKING, Any
 import torch
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.networks import build_network
+from eyegc.common.options import TRAIN_OPTIONS
+from eyegc.common.plugin import DIHEDRAL_OPS
 from torch import nn
 
 if TYPE_CHECKING:
-    from eyegc.common.plugin import TaskPlugin
+    from eyegc.common.plugin import Case, TaskPlugin
 
 __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
     "FoldModel",
+    "cases_fingerprint",
+    "check_bundle_settings",
     "check_input_channels",
+    "check_same_data",
     "data_fingerprint",
     "eyegc_version",
     "load_bundle",
     "output_channels",
     "read_config",
+    "save_config_keeping_signature",
     "save_signed_config",
     "sha256_file",
     "write_checksums",
@@ -85,6 +91,27 @@ def data_fingerprint(files: Iterable[Path], root: Path) -> dict[str, Any]:
         digest.update(sha256_file(path).encode())
         count += 1
     return {"sha256": digest.hexdigest(), "files": count}
+
+
+def cases_fingerprint(cases: Iterable[Case], root: Path) -> dict[str, Any]:
+    """:func:`data_fingerprint` of the cases' images and label files, with the number of cases."""
+    cases = list(cases)
+    files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
+    return {**data_fingerprint(files, root), "cases": len(cases)}
+
+
+def check_same_data(config: dict[str, Any], fingerprint: dict[str, Any], data_root: Path, verb: str) -> None:
+    """Refuse data other than the data a run was trained on (its recorded fingerprint).
+
+    Raises:
+        EyegcError: the fingerprints differ; the message says to ``verb`` with the same data.
+    """
+    previous = config.get("data_fingerprint")
+    if previous and previous.get("sha256") != fingerprint["sha256"]:
+        raise EyegcError(
+            f"the data in {data_root} differs from the data this run was trained on (fingerprint); "
+            f"{verb} with the same --data, or start a new run"
+        )
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -183,6 +210,18 @@ def save_signed_config(run: Path, config: dict[str, Any], fresh: Iterable[str] =
     with _interrupts_deferred():
         write_config(run, config)
         write_checksums(run, fresh=fresh)
+
+
+def save_config_keeping_signature(run: Path, config: dict[str, Any]) -> None:
+    """Write ``bundle.json``; re-sign it too when the run is already signed (a resumed run).
+
+    A signed run whose bundle.json changed without its checksum would be refused as tampered
+    with, should the resumed training then fail or be interrupted.
+    """
+    if (Path(run) / CHECKSUMS_NAME).is_file():
+        save_signed_config(run, config)
+    else:
+        write_config(run, config)
 
 
 def verify_checksums(run: Path) -> list[str]:
@@ -284,6 +323,54 @@ def check_input_channels(config: dict[str, Any], plugin: TaskPlugin, run: Path) 
         )
 
 
+def _setting_error(path: Path, where: str, problem: str) -> BundleError:
+    return BundleError(f"{path}: {where} {problem}; the bundle was edited: retrain it, or re-tune it with `eyegc tune`")
+
+
+def _check_class_map(
+    path: Path, config: dict[str, Any], name: str, in_range: Callable[[float], bool], allowed: str
+) -> None:
+    """``postprocessing.<name>``: class key -> a number for which ``in_range`` holds."""
+    where = f"postprocessing.{name}"
+    section = config.get("postprocessing", {}).get(name, {})
+    if not isinstance(section, dict):
+        raise _setting_error(path, where, "must map class names to values")
+    classes = config.get("classes", [])
+    for key, value in section.items():
+        if key not in classes:
+            raise _setting_error(path, f"{where}.{key}", f"names no class of this bundle ({', '.join(classes)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(float(value)):
+            raise _setting_error(path, f"{where}.{key}", f"must be {allowed}, got {value!r}")
+
+
+def check_bundle_settings(config: dict[str, Any], path: Path) -> None:
+    """Check the settings predict reads from ``bundle.json`` (ranges as for ``eyegc train``'s options).
+
+    checksums.sha256 catches an edited bundle.json only until it is re-signed; a re-signed file
+    with a threshold of 7 or a working scale of 0 would otherwise predict nonsense, silently.
+
+    Raises:
+        BundleError: a value out of its range, or a class key the bundle does not have.
+    """
+    preprocessing = config.get("preprocessing", {})
+    for where, rule, value in (
+        ("preprocessing.working_scale", TRAIN_OPTIONS["working_scale"], preprocessing.get("working_scale")),
+        ("patch_size", TRAIN_OPTIONS["patch_size"], config.get("patch_size")),
+    ):
+        try:
+            rule.check(value)
+        except EyegcError as error:
+            raise _setting_error(path, where, str(error).replace(f"{rule.option} ", "", 1)) from None
+    _check_class_map(path, config, "thresholds", lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1")
+    _check_class_map(
+        path, config, "min_component_size", lambda v: v.is_integer() and v >= 0, "a whole number of at least 0"
+    )
+    for mode, ops in (config.get("allowed_tta") or {}).items():
+        unknown = sorted(set(ops) - set(DIHEDRAL_OPS)) if isinstance(ops, list) else [repr(ops)]
+        if unknown:
+            raise _setting_error(path, f"allowed_tta.{mode}", f"holds unknown operations {', '.join(unknown)}")
+
+
 def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None = None) -> Bundle:
     """Verify checksums and load a bundle's fold networks (eval mode, CPU).
 
@@ -300,6 +387,7 @@ def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None 
     config = read_config(run)
     if task is not None and config.get("task") != task:
         raise BundleError(f"{run} was trained for {config.get('task')!r}, not {task!r}")
+    check_bundle_settings(config, run / CONFIG_NAME)
     wanted = set(folds) if folds is not None else None
     bundle = Bundle(path=run, config=config)
     for name in listed:

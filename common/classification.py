@@ -82,8 +82,8 @@ def read_classification_cases(
             doc = json.loads(path.read_text())
             for i, head in enumerate(heads):
                 entry = doc["heads"][head.key]
-                grade = int(entry["grade"])
-                values = [float(v) for v in entry.get("probabilities", [])]
+                grade = _whole_number(entry["grade"], f"{head.key} grade")
+                values = [_probability(v, head.key) for v in entry.get("probabilities", [])]
                 if not 0 <= grade < head.num_classes:  # type: ignore[operator]
                     raise ValueError(f"{head.key} grade {grade} outside 0..{head.num_classes - 1}")  # type: ignore[operator]
                 if values and len(values) != head.num_classes:
@@ -93,6 +93,20 @@ def read_classification_cases(
                     probs[n, i, : len(values)] = values
                 else:
                     probs[n, i, grade] = 1.0
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise DataError(f"{path}: not an eyegc classification prediction ({exc})") from None
     return grades, probs
+
+
+def _whole_number(value: object, what: str) -> int:
+    """A JSON grade: a whole number (``2`` or ``2.0``), not a bool, a fraction, NaN or a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _probability(value: object, key: str) -> float:
+    """A JSON probability: a finite number in [0, 1] (NaN, Infinity, -0.1 or "0.3" are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{key} probabilities must be numbers from 0 to 1, got {value!r}")
+    return float(value)

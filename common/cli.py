@@ -174,7 +174,12 @@ def _cmd_submission(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise EyegcError(f"--option {item!r}: use KEY=VALUE, e.g. --option header=ImgName,GC_Pred")
         options[key.replace("-", "_")] = _option_value(value)
-    paths = [(f"--option {k}", Path(v)) for k, v in options.items() if isinstance(v, str) and Path(v).exists()]
+    # Any --option naming an existing path (layers_pred, ...) is an input; --team is a name, not a path.
+    paths = [
+        (f"--option {k}", Path(v))
+        for k, v in options.items()
+        if k != "team" and isinstance(v, str) and Path(v).exists()
+    ]
     check_outputs([("--out", args.out, OutputKind.FILE)], [("--pred", args.pred), *paths])
     try:
         out = get_task(args.task).write_submission(args.pred, args.out, **options)

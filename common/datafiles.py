@@ -60,6 +60,19 @@ def is_ignored(path: Path) -> bool:
     return name.startswith(".") or name.lower() in IGNORED_NAMES
 
 
+#: The first bytes of PNG, TIFF (both byte orders), GIF, JPEG and BMP files.
+IMAGE_SIGNATURES = (b"\x89PNG", b"II*\x00", b"MM\x00*", b"GIF8", b"\xff\xd8\xff", b"BM")
+
+
+def _looks_like_an_image(path: Path) -> bool:
+    """Whether a file without an extension is an image (a README or LICENSE is not)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4).startswith(IMAGE_SIGNATURES)
+    except OSError:
+        return False
+
+
 def _formats(suffixes: Iterable[str]) -> str:
     return "/".join(sorted({s.lower() for s in suffixes}))
 
@@ -73,7 +86,9 @@ def index_files(
     """Map case id -> file for the files in ``folder`` whose suffix is one of ``suffixes``, any case.
 
     Sub-folders, hidden files, junk (:data:`IGNORED_NAMES`) and files that are not images are
-    skipped. Without ``case_id`` the case id is the name without its suffix (``086.PNG`` -> ``086``).
+    skipped; a folder or broken link named like a mask, and an image file without an extension,
+    are errors (either would otherwise read as "no mask"). Without ``case_id`` the case id is the
+    name without its suffix (``086.PNG`` -> ``086``).
 
     Args:
         folder: an existing folder.
@@ -84,15 +99,27 @@ def index_files(
 
     Raises:
         DataError: an image of another type than ``suffixes`` (the message names the file and the
-            format expected), or two files of one case (the message names both).
+            format expected), two files of one case (the message names both), a non-file named like
+            one, or an image without an extension.
     """
     folder = Path(folder)
     accepted = {s.lower() for s in suffixes}
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if is_ignored(path) or not path.is_file():
+        if is_ignored(path):
             continue
         stem, suffix = split_image_suffix(path.name)
+        if not path.is_file():
+            if suffix.lower() in accepted:
+                # A folder or a broken link named like a mask would otherwise read as "no mask".
+                kind = "a broken symbolic link" if path.is_symlink() and not path.exists() else "not a file"
+                raise DataError(f"{path} is {kind}; {what}s in this folder must be {_formats(accepted)} files")
+            continue
+        if not suffix and _looks_like_an_image(path):
+            raise DataError(
+                f"{path} has no file extension; name it {path.name}{sorted(accepted)[0]} if it is a {what}, "
+                "or move it out of the folder"
+            )
         if suffix.lower() not in accepted:
             if suffix.lower() in IMAGE_LIKE_SUFFIXES:
                 raise DataError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -58,8 +59,14 @@ def tta_ops_for(plugin_or_allowed: TaskPlugin | Mapping[str, Sequence[str]], mod
     return tuple(look_up_option(mode, allowed, what="TTA mode for this task"))
 
 
+#: The device names ``--device`` accepts (torch also knows others, but eyegc is tested on these).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; an unavailable CUDA request is an error."""
+    """``"auto"`` -> CUDA when present, else CPU; an unknown name or an unavailable CUDA request is an error."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise DataError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N (N = the GPU's index)")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -25,9 +25,27 @@ class OutputKind(str, enum.Enum):
     FOLDER = "folder"
 
 
-def _resolved(path: Path) -> Path:
+def _resolved(path: Path, option: str) -> Path:
     # resolve() follows symbolic links and "..", so a link into the data root is caught too.
-    return Path(path).expanduser().resolve()
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as error:  # a symbolic-link loop: RuntimeError before Python 3.13
+        raise EyegcError(f"{option} {path}: cannot follow its symbolic links ({error}); check the path") from None
+
+
+def _check_plain_file(path: Path, option: str) -> None:
+    """Refuse a file output whose path is a link, a device, a pipe or a socket.
+
+    Outputs are written beside the target and renamed over it: that would replace a symbolic link
+    (dangling or not) or ``/dev/null`` by a plain file, which the user did not ask for.
+    """
+    if path.is_symlink():
+        raise EyegcError(
+            f"{option} {path} is a symbolic link; eyegc replaces files whole, which would replace the link: "
+            "give the path of the file itself"
+        )
+    if path.exists() and not path.is_file():
+        raise EyegcError(f"{option} {path} is not a plain file (a device, pipe or socket); give a file path")
 
 
 def _is_within(inner: Path, outer: Path) -> bool:
@@ -54,16 +72,18 @@ def check_output_path(
     path = Path(path)
     if kind == OutputKind.FILE and path.is_dir():
         raise EyegcError(f"{option} {path} is a folder; give a file path, e.g. {path / ('out' + _suffix(option))}")
+    if kind == OutputKind.FILE:
+        _check_plain_file(path, option)
     if kind == OutputKind.FOLDER and path.exists() and not path.is_dir():
         raise EyegcError(f"{option} {path} is a file; give a folder path")
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise EyegcError(f"{option} {path}: {blocker} is a file, so nothing can be written below it; check the path")
-    target = _resolved(path)
+    target = _resolved(path, option)
     for input_option, input_path in inputs:
         if input_path is None:
             continue
-        source = _resolved(Path(input_path))
+        source = _resolved(Path(input_path), input_option)
         if _is_within(target, source):
             where = "is" if target == source else "lies inside"
             raise EyegcError(
@@ -97,7 +117,7 @@ def check_outputs(
         if path is None:
             continue
         check_output_path(path, option, kind, inputs)
-        target = _resolved(Path(path))
+        target = _resolved(Path(path), option)
         if target in seen:
             raise EyegcError(f"{seen[target]} and {option} both name {path}; give each its own path")
         seen[target] = option

@@ -622,7 +622,14 @@ def _train(
     config: dict[str, Any],
     callbacks: Sequence[EpochCallback],
 ) -> Path:
-    from eyegc.common.bundle import SPLITS_NAME, data_fingerprint, save_signed_config, write_checksums, write_config
+    from eyegc.common.bundle import (
+        SPLITS_NAME,
+        cases_fingerprint,
+        check_same_data,
+        save_config_keeping_signature,
+        save_signed_config,
+        write_checksums,
+    )
     from eyegc.common.training import _load_data, make_splits
 
     cases = plugin.list_cases(data_root, "train")
@@ -644,14 +651,8 @@ def _train(
             raise EyegcError(f"--fold {cfg.fold} is not 'all' or a fold of this run (0..{len(splits) - 1})")
         todo = [int(cfg.fold)]
     device = paddle_device(cfg.device)
-    files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
-    fingerprint = {**data_fingerprint(files, data_root), "cases": len(cases)}
-    previous = config.get("data_fingerprint")
-    if previous and previous["sha256"] != fingerprint["sha256"]:
-        raise EyegcError(
-            f"the data in {data_root} differs from the data this run was trained on (fingerprint); "
-            "resume with the same --data, or start a new run"
-        )
+    fingerprint = cases_fingerprint(cases, data_root)
+    check_same_data(config, fingerprint, data_root, "resume")
     loaded = _load_data(plugin, cases, config["preprocessing"])
     data = {
         "images": {c: np.ascontiguousarray(v.numpy(), dtype=np.float32) for c, v in loaded.images.items()},
@@ -666,7 +667,7 @@ def _train(
             splits_path.write_text(json.dumps(splits, indent=1) + "\n")
         config["data_fingerprint"] = fingerprint
         config["training"]["data_root"] = str(data_root.resolve())
-        write_config(run, config)
+        save_config_keeping_signature(run, config)
         for fold in todo:
             done = config["folds"].get(str(fold))
             if done and done["epochs_done"] >= int(t["epochs"]):

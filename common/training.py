@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -23,13 +24,14 @@ from eyegc.common.bundle import (
     SPLITS_NAME,
     WEIGHTS_NAME,
     build_from_config,
+    cases_fingerprint,
     check_input_channels,
-    data_fingerprint,
+    check_same_data,
     eyegc_version,
     read_config,
+    save_config_keeping_signature,
     save_signed_config,
     write_checksums,
-    write_config,
 )
 from eyegc.common.datafiles import check_training_classes
 from eyegc.common.errors import EyegcError
@@ -313,8 +315,16 @@ def _seed_everything(seed: int) -> None:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
+    # Serialised in memory, then written by Python: a full disk or a lost mount is then an OSError
+    # naming the file and its cause (torch's own writer reports only "file write failed").
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
+    try:
+        tmp.write_bytes(buffer.getbuffer())
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror, str(path)) from None
     os.replace(tmp, path)
 
 
@@ -821,14 +831,8 @@ def _train(
             raise EyegcError(f"--fold {cfg.fold} is not 'all' or a fold of this run (0..{len(splits) - 1})")
         todo = [int(cfg.fold)]
     device = resolve_device(cfg.device)
-    files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
-    fingerprint = {**data_fingerprint(files, data_root), "cases": len(cases)}
-    previous = config.get("data_fingerprint")
-    if previous and previous["sha256"] != fingerprint["sha256"]:
-        raise EyegcError(
-            f"the data in {data_root} differs from the data this run was trained on (fingerprint); "
-            "resume with the same --data, or start a new run"
-        )
+    fingerprint = cases_fingerprint(cases, data_root)
+    check_same_data(config, fingerprint, data_root, "resume")
     data = _load_data(plugin, cases, config["preprocessing"])
     absent = check_training_classes(plugin, data.targets.values(), data_root, allow_missing_class)
     if absent:
@@ -841,7 +845,7 @@ def _train(
         splits_path.write_text(json.dumps(splits, indent=1) + "\n")
     config["data_fingerprint"] = fingerprint
     config["training"]["data_root"] = str(data_root.resolve())
-    write_config(run, config)
+    save_config_keeping_signature(run, config)
     todo = [f for f in todo if int((config["folds"].get(str(f)) or {}).get("epochs_done", 0)) < int(t["epochs"])]
 
     def finished(fold: int, info: dict[str, Any], seconds: float) -> None:

@@ -7,13 +7,22 @@ false positives there cost nothing and the best threshold is usually well below 
 
 from __future__ import annotations
 
+import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eyegc.common.bundle import read_config, save_signed_config, verify_checksums
-from eyegc.common.errors import EyegcError
+from eyegc.common.bundle import (
+    SPLITS_NAME,
+    cases_fingerprint,
+    check_same_data,
+    read_config,
+    save_signed_config,
+    verify_checksums,
+)
+from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
 from eyegc.common.postprocessing import EIGHT_CONNECTED, postprocess
 from scipy import ndimage
@@ -135,8 +144,10 @@ def load_oof(
 
     ``allow_missing_class``: as the run was trained (a ground-truth class folder may be missing).
     """
-    oof = Path(run) / "oof"
+    run = Path(run)
+    oof = run / "oof"
     listed = plugin.list_cases(data_root, "train", allow_missing_class=allow_missing_class)
+    check_same_data(read_config(run), cases_fingerprint(listed, data_root), data_root, "tune")
     cases = {c.case_id: c for c in listed}
     ids = sorted(p.name[: -len(".npz")] for p in oof.glob("*.npz")) if oof.is_dir() else []
     if not ids:
@@ -144,10 +155,40 @@ def load_oof(
     absent = [i for i in ids if i not in cases]
     if absent:
         raise EyegcError(f"out-of-fold cases {absent[:5]} are not in {data_root}; pass the training data with --data")
-    probs = [np.load(oof / f"{i}.npz")["probabilities"].astype(np.float32) / 255.0 for i in ids]
+    validated = _validation_cases(run)
+    untrained = sorted(validated - set(ids))
+    if untrained:
+        # Tuning on some folds only would fit thresholds to a subset and call it cross-validation.
+        raise EyegcError(
+            f"{run} has no out-of-fold predictions for {len(untrained)} case(s) ({', '.join(untrained[:5])}); "
+            "train every fold first (eyegc train --resume)"
+        )
+    probs = [_read_oof(oof / f"{i}.npz") for i in ids]
     targets = [plugin.read_target(cases[i]) for i in ids]
     rois = [None if plugin.kind == TaskKind.CLASSIFICATION else plugin.read_roi(cases[i]) for i in ids]
     return ids, probs, targets, rois
+
+
+def _validation_cases(run: Path) -> set[str]:
+    """The cases of every fold's validation set (``splits.json``), or none when it is absent."""
+    path = run / SPLITS_NAME
+    if not path.is_file():
+        return set()
+    try:
+        return {case_id for split in json.loads(path.read_text()) for case_id in split["val"]}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise BundleError(f"{path} is not a list of folds with 'val' cases; the bundle is damaged") from None
+
+
+def _read_oof(path: Path) -> np.ndarray:
+    """One case's out-of-fold probabilities (uint8 in the file) as float32 in [0, 1]."""
+    try:
+        with np.load(path) as saved:
+            return saved["probabilities"].astype(np.float32) / 255.0
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise BundleError(
+            f"{path} is damaged ({type(error).__name__}); retrain its fold, or copy the run again"
+        ) from None
 
 
 def _inside(arrays: Sequence[np.ndarray], rois: Sequence[np.ndarray | None]) -> list[np.ndarray]:

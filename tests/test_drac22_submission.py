@@ -131,3 +131,26 @@ def test_submission_with_wrong_slice_count_is_refused(predictions: tuple[Path, d
     out = write_drac22_submission(pred, tmp_path / "sub.zip", team="T")
     with pytest.raises(SubmissionError, match="expected 4 slices"):
         read_drac22_submission(out, [*IDS, "999"])
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [((0, 2), "0, 2"), ((0.0, 0.5), "0.0, 0.5"), ((-1, 0), "-1, 0")],
+)
+def test_submission_volume_with_other_values_is_refused(
+    predictions: tuple[Path, dict], tmp_path: Path, values: tuple, shown: str
+) -> None:
+    pred, _ = predictions
+    out = write_drac22_submission(pred, tmp_path / "sub.zip", team="T")
+    volume = np.full((len(IDS), 1024, 1024), values[0], dtype=np.float32 if isinstance(values[0], float) else np.int16)
+    volume[:, :5, :5] = values[1]
+    sitk.WriteImage(sitk.GetImageFromArray(volume), str(tmp_path / "2.nii.gz"))
+    edited = tmp_path / "edited.zip"
+    with zipfile.ZipFile(out) as source, zipfile.ZipFile(edited, "w") as target:
+        for name in source.namelist():
+            data = (tmp_path / "2.nii.gz").read_bytes() if name == "T/2.nii.gz" else source.read(name)
+            target.writestr(name, data)
+    expected = r"T/2\.nii\.gz in .*edited\.zip: a submission volume holds only"
+    with pytest.raises(SubmissionError, match=expected) as error:
+        read_drac22_submission(edited, IDS)
+    assert f"this one holds {shown}" in str(error.value)

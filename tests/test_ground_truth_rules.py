@@ -263,6 +263,8 @@ def test_ground_truth_of_another_size_is_an_error(copy_of: Callable, task: str, 
 @pytest.mark.parametrize(("task", "key"), [k for k in MASK_KINDS if not k[0].startswith("goals")])
 @pytest.mark.parametrize("values", [(0, 1), (0, 255), (0,), (255,)])
 def test_binary_ground_truth_in_either_encoding_is_read(copy_of: Callable, task: str, key: str, values: tuple) -> None:
+    if key == "fov" and values == (0,):
+        pytest.skip("an all-0 field of view is refused (test_an_empty_field_of_view_is_an_error)")
     plugin, root = copy_of(task)
     case, path = _case_with(plugin, root, key)
     shape = _grey(path).shape
@@ -486,8 +488,12 @@ def test_predict_images_of_one_case_are_an_error_naming_both(
 def test_index_files_rules(tmp_path: Path) -> None:
     for name in ("086.PNG", "402.png", ".DS_Store", "._086.png", "Thumbs.db", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    (tmp_path / "sub.png").mkdir()
+    (tmp_path / "sub").mkdir()
     assert index_files(tmp_path, (".png",)) == {"086": tmp_path / "086.PNG", "402": tmp_path / "402.png"}
+    (tmp_path / "sub.png").mkdir()  # named like a mask: reading it as "no mask" would be a silent lie
+    with pytest.raises(DataError, match=r"sub\.png is not a file; masks in this folder must be \.png files"):
+        index_files(tmp_path, (".png",), what="mask")
+    (tmp_path / "sub.png").rmdir()
     (tmp_path / "1299.tiff").write_bytes(b"x")
     with pytest.raises(DataError, match=r"1299\.tiff: masks in this folder are \.png files, not \.tiff"):
         index_files(tmp_path, (".png",), what="mask")
@@ -530,3 +536,85 @@ def test_official_ground_truth_is_accepted(task: str, folder: str) -> None:
         target, roi = _read_truth(plugin, case)
         assert target.any() and set(mask_values(target)) == {0, 1}
         assert plugin.kind == TaskKind.MULTILABEL_SEGMENTATION and (roi is None or roi.any())
+
+
+# -- hostile round: masks that are not files, empty fields of view, label sheets, predictions ----
+
+
+@pytest.mark.parametrize(("task", "key"), MASK_KINDS)
+@pytest.mark.parametrize("kind", ["folder", "broken link"])
+def test_a_mask_that_is_not_a_file_is_an_error(copy_of: Callable, task: str, key: str, kind: str) -> None:
+    plugin, root = copy_of(task)
+    _, path = _case_with(plugin, root, key)
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(path.with_name("gone.png"))
+    expected = "is not a file" if kind == "folder" else "is a broken symbolic link"
+    with pytest.raises(DataError, match=expected) as error:
+        plugin.list_cases(root, "test")
+    assert str(error.value).startswith(f"{path} ")
+
+
+@pytest.mark.parametrize(("task", "key"), MASK_KINDS)
+def test_a_mask_without_an_extension_is_an_error(copy_of: Callable, task: str, key: str) -> None:
+    plugin, root = copy_of(task)
+    _, path = _case_with(plugin, root, key)
+    bare = path.with_name(path.name[: -len(path.suffix)] + "x")  # 086.png -> 086x, still an image
+    path.rename(bare)
+    (path.parent / "README").write_text("notes are not images: skipped\n")
+    with pytest.raises(DataError, match="has no file extension") as error:
+        plugin.list_cases(root, "test")
+    assert str(error.value).startswith(f"{bare} ")
+
+
+@pytest.mark.parametrize("task", ["drive-vessels", "drive-vessels-rgb"])
+def test_an_empty_field_of_view_is_an_error(copy_of: Callable, task: str) -> None:
+    plugin, root = copy_of(task)
+    case, path = _case_with(plugin, root, "fov")
+    _rewrite(path, np.zeros_like(_grey(path)))
+    with pytest.raises(DataError, match=r"the field of view is empty \(all 0\)") as error:
+        plugin.read_roi(case)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+def test_two_goals_label_sheets_are_an_error(copy_of: Callable) -> None:
+    from eyegc.challenges.goals.layout import gc_labels_path, read_gc_labels
+
+    plugin, root = copy_of("goals-glaucoma")
+    sheet = gc_labels_path(root, "train")
+    assert sheet is not None and sheet.suffix == ".xlsx"
+    labels = read_gc_labels(sheet)
+    lines = ["ImgName,GC_Label", *(f"{name},{1 - label}" for name, label in labels.items())]  # disagrees
+    sheet.with_suffix(".csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"holds both {sheet.name} and {sheet.stem}\.csv; keep one label sheet"):
+        plugin.list_cases(root, "train")
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"grade": 1, "probabilities": [-0.1, 1.1]}, "probabilities must be numbers from 0 to 1"),
+        ({"grade": 1, "probabilities": [float("nan"), 0.5]}, "probabilities must be numbers from 0 to 1"),
+        ({"grade": 1, "probabilities": [0.0, float("inf")]}, "probabilities must be numbers from 0 to 1"),
+        ({"grade": 1, "probabilities": ["0.3", "0.7"]}, "probabilities must be numbers from 0 to 1"),
+        ({"grade": float("inf")}, "grade must be a whole number"),
+        ({"grade": 0.5}, "grade must be a whole number"),
+        ({"grade": True}, "grade must be a whole number"),
+        ({"grade": "1"}, "grade must be a whole number"),
+    ],
+)
+def test_a_glaucoma_prediction_out_of_range_is_an_error(
+    copy_of: Callable, tmp_path: Path, entry: dict, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plugin, root = copy_of("goals-glaucoma")
+    pred = tmp_path / "pred"
+    _perfect_predictions(plugin, root, pred)
+    path = sorted(pred.glob("*.json"))[0]
+    doc = json.loads(path.read_text())
+    doc["heads"]["glaucoma"] = entry
+    path.write_text(json.dumps(doc))  # json writes NaN and Infinity, as a careless script would
+    assert main(["evaluate", "goals-glaucoma", "--pred", str(pred), "--gt", str(root), "--split", "test"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(path) in line and problem in line

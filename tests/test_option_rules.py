@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import tiny_train_config
 from eyegc.common import training
-from eyegc.common.bundle import write_checksums
+from eyegc.common.bundle import check_bundle_settings, load_bundle, read_config, write_checksums
 from eyegc.common.cli import build_parser, main
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.options import (
@@ -382,6 +383,45 @@ def test_an_edited_paddle_bundle_names_its_bundle_json(tmp_path: Path) -> None:
         with pytest.raises(BundleError, match=message) as raised:
             load_paddle_fold(edited, weights)
         assert str(raised.value).startswith(f"{tmp_path / 'run' / 'bundle.json'}: ")
+
+
+def _resigned(drac22_run: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the tiny bundle with ``edit`` applied to its bundle.json, signed again."""
+    run = tmp_path / "bundle"
+    shutil.copytree(drac22_run, run)
+    config = json.loads((run / "bundle.json").read_text())
+    edit(config)
+    (run / "bundle.json").write_text(json.dumps(config))
+    write_checksums(run)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["postprocessing"]["thresholds"].update(npa=7), "postprocessing.thresholds.npa must be a number"),
+        (lambda c: c["postprocessing"]["thresholds"].update(npa=-0.1), "thresholds.npa must be a number from 0 to 1"),
+        (lambda c: c["postprocessing"]["thresholds"].update(npa="0.5"), "thresholds.npa must be a number from 0 to 1"),
+        (lambda c: c["postprocessing"]["thresholds"].update(xyz=0.5), "thresholds.xyz names no class of this bundle"),
+        (lambda c: c["postprocessing"]["min_component_size"].update(nv=-3), "min_component_size.nv must be a whole"),
+        (lambda c: c["postprocessing"]["min_component_size"].update(nv=2.5), "min_component_size.nv must be a whole"),
+        (lambda c: c["preprocessing"].update(working_scale=0), "working_scale must be a number in (0, 4], got 0"),
+        (lambda c: c.update(patch_size=-1), "patch_size must be a whole number of at least 0"),
+        (lambda c: c["allowed_tta"].update(flip=["flip_lr", "spin"]), "allowed_tta.flip holds unknown operations spin"),
+    ],
+)
+def test_a_resigned_bundle_with_settings_out_of_range_is_refused(
+    edit: Callable[[dict[str, Any]], None], message: str, drac22_run: Path, tmp_path: Path
+) -> None:
+    run = _resigned(drac22_run, tmp_path, edit)
+    with pytest.raises(BundleError) as raised:
+        load_bundle(run)
+    assert str(raised.value).startswith(f"{run / 'bundle.json'}: ") and message in str(raised.value)
+    assert "retrain it, or re-tune it with `eyegc tune`" in str(raised.value)
+
+
+def test_the_tiny_bundle_passes_its_own_settings_check(drac22_run: Path) -> None:
+    check_bundle_settings(read_config(drac22_run), drac22_run / "bundle.json")
 
 
 # -- Ctrl-C in train --------------------------------------------------------------------------------

@@ -423,3 +423,68 @@ def _ground_truth_as_prediction(data: Path, tmp_path: Path) -> Path:
         target = plugin.read_target(case)
         plugin.write_prediction(pred, case.case_id, target, target.astype(np.float32))
     return pred
+
+
+# -- hostile round: outputs that are not plain files, links, loops; names that are not paths -------
+
+
+def test_a_report_over_a_device_or_pipe_is_refused(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for target in (Path("/dev/null"), pipe):
+        with pytest.raises(EyegcError, match=r"is not a plain file \(a device, pipe or socket\)"):
+            check_output_path(target, "--json", OutputKind.FILE)
+    assert pipe.exists() and not pipe.is_file()  # not replaced by a regular file
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_report_over_a_symbolic_link_is_refused(dangling: bool, tmp_path: Path) -> None:
+    target = tmp_path / "real.json"
+    if not dangling:
+        target.write_text("{}")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    with pytest.raises(EyegcError, match="is a symbolic link; eyegc replaces files whole"):
+        check_output_path(link, "--json", OutputKind.FILE)
+    assert link.is_symlink()
+
+
+def test_a_symbolic_link_loop_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(EyegcError, match="cannot follow its symbolic links"):
+        check_output_path(tmp_path / "a" / "pred", "--out", OutputKind.FOLDER)
+    with pytest.raises(EyegcError, match=r"--images .* cannot follow its symbolic links"):
+        check_output_path(tmp_path / "out", "--out", OutputKind.FOLDER, [("--images", tmp_path / "a" / "x")])
+
+
+def test_a_team_name_is_not_an_input_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eyegc.challenges.drac22.submission import write_drac22_prediction
+
+    write_drac22_prediction(tmp_path / "pred", "1", np.zeros((3, 1024, 1024), dtype=np.uint8))
+    (tmp_path / "TeamX").mkdir()  # a folder that happens to carry the team's name
+    monkeypatch.chdir(tmp_path)
+    args = ["submission", "drac22-task1", "--pred", "pred", "--team", "TeamX", "--out", "TeamX/sub.zip"]
+    assert cli.main(args) == 0
+    assert (tmp_path / "TeamX" / "sub.zip").is_file()
+    assert cli.main([*args[:-3], ".hidden", "--out", "other.zip"]) == 2
+    _one_error_line(capsys, "must start with a letter or digit")
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:x", "CPU", ""])
+def test_an_unknown_device_is_one_line(device: str) -> None:
+    from eyegc.common.inference import resolve_device
+
+    with pytest.raises(EyegcError, match="is not a device: use auto, cpu, cuda or cuda:N"):
+        resolve_device(device)
+
+
+def test_train_on_a_full_disk_is_an_os_error_naming_the_file(full_disk: Path) -> None:
+    from eyegc.common import training
+
+    with pytest.raises(OSError) as error:
+        training._save_atomic({"weights": np.zeros(100_000)}, full_disk / "checkpoint.pt")
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(full_disk / "checkpoint.pt")
+    assert list(full_disk.iterdir()) == []

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
+from eyegc.common.bundle import read_config, save_config_keeping_signature, verify_checksums
+from eyegc.common.errors import BundleError, EyegcError
+from eyegc.common.imageio import write_png
 from eyegc.common.postprocessing import binarize, remove_small_components
 from eyegc.common.registry import get_task
-from eyegc.common.tuning import tune_postprocessing
+from eyegc.common.tuning import tune, tune_postprocessing
 
 PLUGIN = get_task("drac22-task1")
 
@@ -49,3 +55,47 @@ def test_best_threshold_is_not_half_when_empty_truth_is_ignored() -> None:
         "t", [binarize(p, [0.5] * 3, [0] * 3) for p in (probs_a, probs_b)], [truth_a, truth_b], "ab"
     )
     assert untuned.leaderboard["mean_dsc"] == pytest.approx(0.0)
+
+
+# -- tune refuses what would re-sign a wrong bundle ------------------------------------------------
+
+
+def _copy_run(drac22_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(drac22_run, tmp_path / "run"))
+
+
+def test_tune_refuses_a_run_missing_out_of_fold_cases(drac22_run: Path, drac22_data: Path, tmp_path: Path) -> None:
+    run = _copy_run(drac22_run, tmp_path)
+    missing = sorted((run / "oof").glob("*.npz"))[0]
+    missing.unlink()
+    before = (run / "bundle.json").read_bytes()
+    with pytest.raises(EyegcError, match=rf"no out-of-fold predictions for 1 case\(s\) \({missing.stem}\)"):
+        tune(PLUGIN, run, drac22_data)
+    assert (run / "bundle.json").read_bytes() == before
+
+
+def test_tune_names_a_damaged_out_of_fold_file(drac22_run: Path, drac22_data: Path, tmp_path: Path) -> None:
+    run = _copy_run(drac22_run, tmp_path)
+    damaged = sorted((run / "oof").glob("*.npz"))[-1]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.raises(BundleError, match=rf"{damaged} is damaged \(BadZipFile\); retrain its fold"):
+        tune(PLUGIN, run, drac22_data)
+
+
+def test_tune_refuses_other_ground_truth(drac22_run: Path, drac22_data: Path, tmp_path: Path) -> None:
+    run = _copy_run(drac22_run, tmp_path)
+    data = Path(shutil.copytree(drac22_data, tmp_path / "data"))
+    case = PLUGIN.list_cases(data, "train")[0]
+    mask = next(p for p in (case.labels or {}).values() if isinstance(p, Path))
+    write_png(mask, np.full((1024, 1024), 255, dtype=np.uint8))  # valid values, other truth
+    with pytest.raises(EyegcError, match="differs from the data this run was trained on"):
+        tune(PLUGIN, run, data)
+
+
+def test_a_resumed_run_stays_signed(drac22_run: Path, tmp_path: Path) -> None:
+    run = _copy_run(drac22_run, tmp_path)
+    config = read_config(run)
+    config["training"]["data_root"] = "/elsewhere"
+    save_config_keeping_signature(run, config)
+    verify_checksums(run)  # a resume that then fails leaves a loadable bundle
+    assert read_config(run)["training"]["data_root"] == "/elsewhere"

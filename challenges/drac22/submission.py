@@ -106,7 +106,7 @@ def _check_team(team: str | None) -> str:
         )
     if not team or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", team):
         raise SubmissionError(
-            f"team name {team!r} must be non-empty and use letters, digits, '_', '-' or '.' "
+            f"team name {team!r} must start with a letter or digit and use only letters, digits, '_', '-' or '.' "
             "(it becomes the folder name inside the zip)"
         )
     return team
@@ -187,6 +187,10 @@ def read_drac22_submission(path: Path, case_ids: Sequence[str]) -> list[np.ndarr
                     f"{member} in {path} has shape {volume.shape}; expected {len(case_ids)} slices "
                     f"(one per ground-truth image) of {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}"
                 )
+            try:
+                check_mask_values(volume, f"{member} in {path}", what="submission volume")
+            except DataError as error:
+                raise SubmissionError(str(error)) from None
             volumes.append(volume)
     ordered = sorted_case_ids(list(case_ids))
     by_id = {case_id: np.stack([v[i] for v in volumes]) for i, case_id in enumerate(ordered)}

@@ -252,7 +252,14 @@ def read_drive_fov(case: Case, fov_missing: Literal["estimate", "error"] = "esti
         raise ValueError(f"fov_missing must be 'estimate' or 'error', got {fov_missing!r}")
     path = fov_path(case)
     if path.is_file():
-        return read_drive_mask(path).astype(bool)
-    if fov_missing == "error":
+        fov = read_drive_mask(path).astype(bool)
+        where = str(path)
+    elif fov_missing == "error":
         raise DataError(f"no field-of-view mask for {case.image.name}: expected {path}")
-    return estimate_fov(read_drive_image(case.image))
+    else:
+        fov = estimate_fov(read_drive_image(case.image))
+        where = f"the field of view estimated from {case.image} (no {path})"
+    if not fov.any():
+        # An empty FOV would drop the case from every metric and change the mean without a word.
+        raise DataError(f"{where}: the field of view is empty (all 0); use the case's own FOV mask (0/255)")
+    return fov

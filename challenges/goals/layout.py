@@ -12,8 +12,8 @@ mirrors it under ``Validation/``: ``Validation/Image``, ``Validation/Layer_Masks
 ground truth; put whatever held-out cases you have ground truth for there. To predict the
 official test images, point ``eyegc predict --images`` at ``Test/Image``.
 
-The label sheet is looked up as ``<Split>/<Split>_GC_GT.xlsx``, then the same name with ``.csv``,
-then any single ``*GC_GT.xlsx`` / ``*GC_GT.csv`` in the split folder (e.g. ``Val_GC_GT.xlsx``).
+The label sheet is looked up as ``<Split>/<Split>_GC_GT.xlsx`` or the same name with ``.csv`` (both
+is an error), then any single ``*GC_GT.xlsx`` / ``*GC_GT.csv`` in the split folder (e.g. ``Val_GC_GT.xlsx``).
 The real sheet stores ``ImgName`` as integers (1, 2, ...); names with or without ``.png`` and
 with or without zero padding all match the image ``0001.png``. Case ids are the image file
 stems (``"0001"``).
@@ -113,13 +113,16 @@ def gc_labels_path(root: Path, split: str) -> Path | None:
     """The split's glaucoma label sheet (see the module docstring for the lookup order), or None.
 
     Raises:
-        DataError: several candidate sheets and none with the expected name.
+        DataError: both ``<Split>_GC_GT.xlsx`` and ``.csv``, or several candidate sheets and none
+            with the expected name.
     """
     folder = split_dir(root, split)
-    for suffix in (".xlsx", ".csv"):
-        path = folder / f"{folder.name}_GC_GT{suffix}"
-        if path.is_file():
-            return path
+    named = [path for suffix in (".xlsx", ".csv") if (path := folder / f"{folder.name}_GC_GT{suffix}").is_file()]
+    if len(named) > 1:
+        # Two sheets that may disagree: scoring against either one silently would be a guess.
+        raise DataError(f"{folder} holds both {named[0].name} and {named[1].name}; keep one label sheet")
+    if named:
+        return named[0]
     if not folder.is_dir():
         return None
     found = sorted(
