@@ -15,19 +15,17 @@ loaded with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from eyegc.common.errors import BundleError, EyegcError
+from eyegc.common.interrupts import interrupts_deferred
 from eyegc.common.networks import build_network
 from eyegc.common.options import TRAIN_OPTIONS
 from eyegc.common.plugin import DIHEDRAL_OPS
@@ -179,35 +177,13 @@ def write_checksums(run: Path, fresh: Iterable[str] = ()) -> list[str]:
     return files
 
 
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C (SIGINT) for the block; it takes effect as usual right after the block ends.
-
-    A recording handler rather than a blocked signal mask: the mask is per thread, and torch's
-    worker threads would still take the signal and interrupt the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread runs signal handlers
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received and callable(previous):
-            previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt here
-        elif received and previous == signal.SIG_DFL:
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def save_signed_config(run: Path, config: dict[str, Any], fresh: Iterable[str] = ()) -> None:
     """Write ``bundle.json`` and re-sign the bundle as one step that Ctrl-C cannot split.
 
     Interrupted between the two writes, a bundle would hold a new bundle.json under the old
     checksum and be refused as tampered with; the interrupt is held back until both are written.
     """
-    with _interrupts_deferred():
+    with interrupts_deferred():
         write_config(run, config)
         write_checksums(run, fresh=fresh)
 

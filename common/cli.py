@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from eyegc.common.errors import EyegcError, user_error_message
+from eyegc.common.interrupts import Terminated, exit_status, stop_signals_unwind
 from eyegc.common.options import DEMO_OPTIONS, SAMPLE_DATA_OPTIONS, THICKNESS_OPTIONS, TRAIN_OPTIONS
 from eyegc.common.outputs import OutputKind, check_output_path, check_outputs
 
@@ -82,14 +83,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     try:
         run = train(get_task(args.task), args.data, args.out, cfg, resume=args.resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # train() deletes a fresh run interrupted before its first checkpoint: only a checkpoint can be resumed.
         if has_checkpoint(args.out):
             hint = f"continue with: eyegc train {args.task} --data {args.data} --out {args.out} --resume"
         else:
             hint = "nothing was written before the first checkpoint; run the same command again to start over"
         print(f"\ninterrupted; {hint}", file=sys.stderr)
-        return 130
+        return exit_status(interrupt)
     _print_run_summary(run)
     return 0
 
@@ -455,11 +456,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; user errors print one line and exit 2."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
+        with stop_signals_unwind():
+            return int(args.func(args))
+    except KeyboardInterrupt as interrupt:
         # Outputs appear only when complete (atomic folders and files), so nothing partial is left.
-        print(f"\neyegc {args.command}: interrupted; no partial output was left", file=sys.stderr)
-        return 130
+        how = f"stopped by {interrupt.args[0]}" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"\neyegc {args.command}: {how}; no partial output was left", file=sys.stderr)
+        return exit_status(interrupt)
     except (EyegcError, OSError) as exc:
         message = user_error_message(exc)
         if message is None or os.environ.get("EYEGC_DEBUG"):

@@ -226,6 +226,8 @@ def list_images(folder: Path) -> list[Path]:
             both), or an image is of a type eyegc cannot read.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(f"--images {folder} is a file; give the folder that holds the images (here {folder.parent})")
     if not folder.is_dir():
         raise DataError(f"images folder not found: {folder}")
     images = sorted(index_files(folder, READABLE_SUFFIXES).values())

@@ -207,6 +207,8 @@ def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: A
     run = Path(run)
     verify_checksums(run)  # never re-sign a bundle whose files were changed
     config = read_config(run)
+    if config.get("task") != plugin.name:
+        raise BundleError(f"{run} was trained for {config.get('task')!r}, not {plugin.name!r}")
     root = Path(data_root or config["training"].get("data_root", ""))
     allow_missing_class = bool(config["training"].get("allow_missing_class", False))
     ids, probs, targets, rois = load_oof(plugin, run, root, allow_missing_class)

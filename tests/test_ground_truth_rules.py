@@ -618,3 +618,10 @@ def test_a_glaucoma_prediction_out_of_range_is_an_error(
     assert main(["evaluate", "goals-glaucoma", "--pred", str(pred), "--gt", str(root), "--split", "test"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert str(path) in line and problem in line
+
+
+def test_predict_images_naming_a_file_says_to_give_its_folder(tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(image)
+    with pytest.raises(DataError, match=rf"--images {image} is a file; give the folder that holds the images"):
+        list_images(image)

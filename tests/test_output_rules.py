@@ -488,3 +488,24 @@ def test_train_on_a_full_disk_is_an_os_error_naming_the_file(full_disk: Path) ->
         training._save_atomic({"weights": np.zeros(100_000)}, full_disk / "checkpoint.pt")
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(full_disk / "checkpoint.pt")
     assert list(full_disk.iterdir()) == []
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_stopped_command_leaves_nothing_partial(stop: signal.Signals, tmp_path: Path) -> None:
+    """``kill`` (a scheduler's time limit) or a closed terminal unwinds like Ctrl-C: no ``.OUT.partial-*``."""
+    import sys
+    import time
+
+    out = tmp_path / "data"
+    command = [sys.executable, "-m", "eyegc.common.cli", "sample-data", "drac22-task1", str(out), "--cases", "200"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".data.partial-*/**/*.png")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # stop it mid-write, once a partial folder holds files
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + stop, err
+    how = "interrupted" if stop == signal.SIGINT else f"stopped by {stop.name}"
+    assert err.strip().splitlines()[-1] == f"eyegc sample-data: {how}; no partial output was left", err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -99,3 +99,8 @@ def test_a_resumed_run_stays_signed(drac22_run: Path, tmp_path: Path) -> None:
     save_config_keeping_signature(run, config)
     verify_checksums(run)  # a resume that then fails leaves a loadable bundle
     assert read_config(run)["training"]["data_root"] == "/elsewhere"
+
+
+def test_tune_refuses_a_bundle_of_another_task(drac22_run: Path, drac22_data: Path) -> None:
+    with pytest.raises(BundleError, match=rf"{drac22_run} was trained for 'drac22-task1', not 'goals-layers'"):
+        tune(get_task("goals-layers"), drac22_run, drac22_data)
