@@ -22,21 +22,12 @@ from eyegc.common.datafiles import check_mask_values, index_files, mask_values
 from eyegc.common.errors import DataError
 from eyegc.common.inference import list_images
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
-from eyegc.common.registry import get_task
+from eyegc.common.registry import available_tasks, get_task
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import train
 from PIL import Image
 
-TASKS = (
-    "drac22-task1",
-    "drive-vessels",
-    "drive-vessels-rgb",
-    "goals-layers",
-    "goals-glaucoma",
-    "idrid-lesions",
-    "idrid-lesions-od",
-    "idrid-grading",
-)
+TASKS = available_tasks()  # every registered task: a new plugin inherits each rule
 #: Tasks sharing one synthetic layout reuse its data.
 SAME_DATA = {"drive-vessels-rgb": "drive-vessels", "goals-glaucoma": "goals-layers"}
 #: (task, label key) of every kind of ground-truth mask file.

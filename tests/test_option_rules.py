@@ -25,19 +25,10 @@ from eyegc.common.options import (
     Rule,
 )
 from eyegc.common.plugin import TaskKind
-from eyegc.common.registry import get_task
+from eyegc.common.registry import available_tasks, get_task
 from eyegc.common.training import TrainConfig, train
 
-TASKS = [
-    "drac22-task1",
-    "drive-vessels",
-    "drive-vessels-rgb",
-    "goals-layers",
-    "goals-glaucoma",
-    "idrid-lesions",
-    "idrid-lesions-od",
-    "idrid-grading",
-]
+TASKS = available_tasks()  # every registered task: a new plugin inherits each rule
 CLASSIFICATION = [t for t in TASKS if get_task(t).kind == TaskKind.CLASSIFICATION]
 
 INT_AT_LEAST_1 = ["0", "-1", "1.5", "two", "nan", ""]
