@@ -43,13 +43,16 @@ __all__ = [
     "INPUTS_JSON",
     "MODEL_DIR",
     "OUTPUT_NAME",
+    "SOCKET_KEYS",
     "CaseInputs",
     "check_output_writable",
     "default_model_dirs",
+    "entry_socket",
     "find_bundles",
     "layout_case",
     "main",
     "output_values",
+    "platform_socket",
     "read_inputs_json",
     "read_output_values",
     "resolve_case_inputs",
@@ -58,6 +61,8 @@ __all__ = [
 
 #: Written by the platform beside the socket folders.
 INPUTS_JSON = "inputs.json"
+#: The keys of an inputs.json entry that hold its socket, in the order read: current, then legacy.
+SOCKET_KEYS = ("socket", "interface")
 #: Where the platform extracts an uploaded ``model.tar.gz``; it wins over baked-in bundles.
 MODEL_DIR = Path("/opt/ml/model")
 #: Where the Dockerfile bakes bundles into the image.
@@ -110,13 +115,34 @@ def read_inputs_json(input_dir: Path) -> list[dict[str, Any]] | None:
     if not isinstance(entries, list):
         raise DataError(f"{path} must hold a JSON list of socket values, got {type(entries).__name__}")
     for index, entry in enumerate(entries):
-        interface = entry.get("interface") if isinstance(entry, dict) else None
-        if not isinstance(interface, dict) or not isinstance(interface.get("slug"), str):
-            raise DataError(f"{path}: entry {index} has no interface.slug (expected the platform's socket-value shape)")
-        relative = interface.get("relative_path")
+        socket = entry_socket(entry) if isinstance(entry, dict) else None
+        if socket is None or not isinstance(socket.get("slug"), str):
+            raise DataError(
+                f"{path}: entry {index} has no socket.slug (nor the legacy interface.slug); expected the "
+                "platform's socket-value shape"
+            )
+        relative = socket.get("relative_path")
         if relative is not None and (not isinstance(relative, str) or Path(relative).is_absolute() or ".." in relative):
             raise DataError(f"{path}: entry {index} has an invalid relative_path {relative!r}")
     return entries
+
+
+def entry_socket(entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The socket object of an inputs.json entry: ``socket``, else the legacy ``interface``.
+
+    The platform writes both keys with one object; ``interface`` is "kept for legacy support"
+    (grand-challenge's ``ComponentInterfaceValueSerializer``) and may go, ``socket`` is current.
+    """
+    for key in SOCKET_KEYS:
+        socket = entry.get(key)
+        if isinstance(socket, dict):
+            return socket
+    return None
+
+
+def _entry_slug(entry: Mapping[str, Any]) -> str:
+    """The socket slug of an entry that :func:`read_inputs_json` validated."""
+    return str((entry_socket(entry) or {})["slug"])
 
 
 def _socket_image(folder: Path) -> Path:
@@ -135,13 +161,13 @@ def _socket_image(folder: Path) -> Path:
 
 def _image_handler(plugin: TaskPlugin, input_dir: Path, entries: list[dict[str, Any]] | None) -> CaseInputs:
     """Handler for tasks whose inputs are all image sockets: one file per socket folder."""
-    by_slug = {e["interface"]["slug"]: e for e in entries or []}
+    by_slug = {_entry_slug(e): e for e in entries or []}
     images: dict[str, Path] = {}
     names: dict[str, str] = {}
     for socket in plugin.input_sockets:
         entry = by_slug.get(socket.slug, {})
         # The platform's relative_path is authoritative when given; the plugin's otherwise.
-        relative = entry.get("interface", {}).get("relative_path") or socket.relative_path
+        relative = (entry_socket(entry) or {}).get("relative_path") or socket.relative_path
         path = _socket_image(Path(input_dir) / relative)
         images[socket.slug] = path
         image_info = entry.get("image")
@@ -170,7 +196,7 @@ def resolve_case_inputs(plugin: TaskPlugin, input_dir: Path) -> CaseInputs:
     entries = read_inputs_json(input_dir)
     handlers = _handlers(plugin)
     expected = tuple(sorted(s.slug for s in plugin.input_sockets))
-    key = tuple(sorted(e["interface"]["slug"] for e in entries)) if entries is not None else expected
+    key = tuple(sorted(_entry_slug(e) for e in entries)) if entries is not None else expected
     handler = handlers.get(key)
     if handler is None:
         where = input_dir / INPUTS_JSON if entries is not None else input_dir
@@ -399,15 +425,12 @@ def layout_case(plugin: TaskPlugin, image_path: Path | Mapping[str, Path], input
             write_sitk_image(sitk.ReadImage(str(source)), folder / f"{image_pk}.mha", compress=True)
         except RuntimeError as exc:
             raise DataError(f"cannot convert {source} to .mha: {str(exc).strip().splitlines()[-1]}") from None
+        described = platform_socket(socket)
         entries.append(
             {
                 "pk": len(entries) + 1,
-                "interface": {
-                    "slug": socket.slug,
-                    "kind": socket.kind,
-                    "super_kind": socket.super_kind,
-                    "relative_path": socket.relative_path,
-                },
+                "socket": described,
+                "interface": described,  # the platform's legacy key, the same object
                 "image": {"pk": image_pk, "name": source.name},
                 "file": None,
                 "value": None,
@@ -415,6 +438,22 @@ def layout_case(plugin: TaskPlugin, image_path: Path | Mapping[str, Path], input
         )
     (input_dir / INPUTS_JSON).write_text(json.dumps(entries, indent=2) + "\n")
     return input_dir
+
+
+def platform_socket(socket: Socket) -> dict[str, Any]:
+    """A socket as the platform describes it in inputs.json (``ComponentInterfaceSerializer``'s fields)."""
+    return {
+        "title": socket.slug.replace("-", " ").capitalize(),
+        "description": "",
+        "slug": socket.slug,
+        "kind": socket.kind,
+        "pk": None,
+        "default_value": None,
+        "super_kind": socket.super_kind,
+        "relative_path": socket.relative_path,
+        "overlay_segments": [],
+        "look_up_table": None,
+    }
 
 
 # -- models -------------------------------------------------------------------------------------

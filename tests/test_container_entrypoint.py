@@ -20,6 +20,7 @@ from eyegc.common.container import (
     INPUTS_JSON,
     OUTPUT_NAME,
     default_model_dirs,
+    entry_socket,
     layout_case,
     main,
     read_inputs_json,
@@ -74,12 +75,23 @@ def test_layout_case_matches_the_platform(plugin: TaskPlugin, case_input: Path, 
     entries = json.loads((case_input / INPUTS_JSON).read_text())
     assert len(entries) == 1
     entry = entries[0]
-    assert entry["interface"] == {
-        "slug": "uw-octa-image",
-        "kind": "Image",
-        "super_kind": "Image",
-        "relative_path": IMAGE_SOCKET,
-    }
+    # Both keys, one object, with the fields of the platform's socket serializer.
+    assert (
+        entry["socket"]
+        == entry["interface"]
+        == {
+            "title": "Uw octa image",
+            "description": "",
+            "slug": "uw-octa-image",
+            "kind": "Image",
+            "pk": None,
+            "default_value": None,
+            "super_kind": "Image",
+            "relative_path": IMAGE_SOCKET,
+            "overlay_segments": [],
+            "look_up_table": None,
+        }
+    )
     assert entry["image"]["name"] == test_image.name and entry["file"] is None and entry["value"] is None
     files = list((case_input / IMAGE_SOCKET).iterdir())
     assert len(files) == 1 and files[0].name == f"{entry['image']['pk']}.mha"
@@ -116,6 +128,34 @@ def test_main_writes_one_mha_per_socket_equal_to_predictor(
         assert np.array_equal(array, expected[keys.index(socket_.class_key)])
     log = capsys.readouterr().err
     assert "device cpu" in log and "predict" in log and '"since_process_start"' in log
+
+
+@pytest.mark.parametrize("keys", [("socket", "interface"), ("socket",), ("interface",)])
+def test_inputs_json_socket_key_with_the_legacy_interface_fallback(
+    keys: tuple[str, ...], plugin: TaskPlugin, predictor: Predictor, case_input: Path, tmp_path: Path
+) -> None:
+    """The platform writes both keys; current templates read ``socket``; older files have ``interface`` only."""
+    path = case_input / INPUTS_JSON
+    entries = json.loads(path.read_text())
+    folder = case_input / IMAGE_SOCKET
+    moved = case_input / "images" / "elsewhere"
+    folder.rename(moved)  # the relative path must come from the entry, whichever key holds it
+    for entry in entries:
+        described = {**entry.pop("socket"), "relative_path": "images/elsewhere"}
+        entry.pop("interface")
+        entry.update({key: described for key in keys})
+    path.write_text(json.dumps(entries))
+    summary = run_case(plugin, predictor, case_input, tmp_path / "output")
+    assert summary["input_source"] == "inputs.json" and summary["inputs"]["uw-octa-image"].startswith(str(moved))
+    assert _files(tmp_path / "output") == _expected_outputs(plugin)
+
+
+def test_the_socket_key_wins_over_the_legacy_one(case_input: Path) -> None:
+    path = case_input / INPUTS_JSON
+    entries = json.loads(path.read_text())
+    entries[0]["interface"] = {**entries[0]["interface"], "slug": "stale-legacy-slug"}
+    path.write_text(json.dumps(entries))
+    assert [entry_socket(e)["slug"] for e in read_inputs_json(case_input)] == ["uw-octa-image"]
 
 
 def test_run_case_without_inputs_json_uses_socket_folders(
@@ -158,11 +198,12 @@ def test_run_case_opens_no_network_connection(
     [
         ("[{not json", "is not valid JSON"),
         ('{"interface": {"slug": "uw-octa-image"}}', "must hold a JSON list"),
-        ('[{"image": null}]', "entry 0 has no interface.slug"),
+        ('[{"image": null}]', "entry 0 has no socket.slug (nor the legacy interface.slug)"),
+        ('[{"socket": "uw-octa-image"}]', "entry 0 has no socket.slug (nor the legacy interface.slug)"),
         ('[{"interface": {"slug": "color-fundus-image", "relative_path": "images/color-fundus-image"}}]', "no handler"),
         ('[{"interface": {"slug": "uw-octa-image", "relative_path": "../etc"}}]', "invalid relative_path"),
     ],
-    ids=["not-json", "not-a-list", "no-slug", "other-socket", "escaping-path"],
+    ids=["not-json", "not-a-list", "no-slug", "socket-not-an-object", "other-socket", "escaping-path"],
 )
 def test_malformed_inputs_json(
     case_input: Path, tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
