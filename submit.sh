@@ -2,7 +2,7 @@
 # Build, test-run and export the grand-challenge.org algorithm container of one task.
 #
 #   ./submit.sh TASK [--model RUN ...] [--data ROOT] [--base-image IMG] [--tag T] [--gpus]
-#                    [--memory 8g] [--no-test] [--no-docker] [--out dist] [--demo]
+#                    [--memory 8g] [--sockets FILE] [--print-sockets] [--no-test] [--no-docker] [--out dist] [--demo]
 #
 # e.g. ./submit.sh drac22-task1 --demo --base-image eyegc-base:bookworm
 # The work is done by containers/submit.py with the project's Python (see containers/README.md).

@@ -36,9 +36,17 @@ import numpy as np
 from eyegc.common.errors import BundleError, DataError, EyegcError, user_error_message
 from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskPlugin
 from eyegc.common.registry import look_up_option
+from eyegc.common.sockets import (
+    Interface,
+    default_interfaces,
+    label_map_values,
+    read_interfaces,
+    select_interface,
+)
 
 __all__ = [
     "BAKED_BUNDLES",
+    "BAKED_SOCKETS",
     "IMAGE_SUFFIXES",
     "INPUTS_JSON",
     "MODEL_DIR",
@@ -67,6 +75,8 @@ SOCKET_KEYS = ("socket", "interface")
 MODEL_DIR = Path("/opt/ml/model")
 #: Where the Dockerfile bakes bundles into the image.
 BAKED_BUNDLES = Path("/opt/app/bundles")
+#: Where the Dockerfile bakes the socket mapping (``submit.sh --sockets``; the task's own by default).
+BAKED_SOCKETS = Path("/opt/app/sockets.json")
 #: The one file written per image output socket.
 OUTPUT_NAME = "output.mha"
 #: What an input image socket folder may hold (the platform converts uploads to .mha; tif is kept).
@@ -91,11 +101,13 @@ class CaseInputs:
         images: input socket slug -> the one image file of that socket.
         names: slug -> the original upload name from inputs.json (the file name otherwise).
         source: ``"inputs.json"`` or ``"socket folders"`` (the fallback when inputs.json is absent).
+        interface: the socket set whose inputs the case presents; its outputs are written.
     """
 
     images: dict[str, Path]
     names: dict[str, str]
     source: str
+    interface: Interface
 
 
 def read_inputs_json(input_dir: Path) -> list[dict[str, Any]] | None:
@@ -159,12 +171,12 @@ def _socket_image(folder: Path) -> Path:
     return path
 
 
-def _image_handler(plugin: TaskPlugin, input_dir: Path, entries: list[dict[str, Any]] | None) -> CaseInputs:
-    """Handler for tasks whose inputs are all image sockets: one file per socket folder."""
+def _image_handler(interface: Interface, input_dir: Path, entries: list[dict[str, Any]] | None) -> CaseInputs:
+    """Handler for socket sets whose inputs are all image sockets: one file per socket folder."""
     by_slug = {_entry_slug(e): e for e in entries or []}
     images: dict[str, Path] = {}
     names: dict[str, str] = {}
-    for socket in plugin.input_sockets:
+    for socket in interface.inputs:
         entry = by_slug.get(socket.slug, {})
         # The platform's relative_path is authoritative when given; the plugin's otherwise.
         relative = (entry_socket(entry) or {}).get("relative_path") or socket.relative_path
@@ -173,48 +185,55 @@ def _image_handler(plugin: TaskPlugin, input_dir: Path, entries: list[dict[str, 
         image_info = entry.get("image")
         name = image_info.get("name") if isinstance(image_info, dict) else None
         names[socket.slug] = str(name) if name else path.name
-    return CaseInputs(images=images, names=names, source="inputs.json" if entries is not None else "socket folders")
+    source = "inputs.json" if entries is not None else "socket folders"
+    return CaseInputs(images=images, names=names, source=source, interface=interface)
 
 
-def _handlers(plugin: TaskPlugin) -> dict[tuple[str, ...], Callable[..., CaseInputs]]:
+def _handlers(interfaces: Sequence[Interface]) -> dict[tuple[str, ...], Callable[..., CaseInputs]]:
     """Handler table keyed by the sorted input slugs, as in the official inference.py template."""
-    if all(s.super_kind == "Image" for s in plugin.input_sockets):
-        return {tuple(sorted(s.slug for s in plugin.input_sockets)): _image_handler}
-    return {}
+    return {i.key: _image_handler for i in interfaces if all(s.super_kind == "Image" for s in i.inputs)}
 
 
-def resolve_case_inputs(plugin: TaskPlugin, input_dir: Path) -> CaseInputs:
+def resolve_case_inputs(
+    plugin: TaskPlugin, input_dir: Path, interfaces: Sequence[Interface] | None = None
+) -> CaseInputs:
     """Validate the case under ``input_dir`` and find its input files (reads no pixels).
 
+    Args:
+        plugin: the task.
+        input_dir: the case (``/input``).
+        interfaces: the algorithm's socket sets (default: the task's own); the one whose inputs
+            inputs.json presents is used (the first without inputs.json).
+
     Raises:
-        DataError: malformed inputs.json, sockets other than the task's, a socket folder that is
-            missing or does not hold exactly one supported image file.
+        DataError: malformed inputs.json, sockets of no set, a socket folder that is missing or
+            does not hold exactly one supported image file.
     """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise DataError(f"input folder {input_dir} does not exist")
+    interfaces = interfaces or default_interfaces(plugin)
     entries = read_inputs_json(input_dir)
-    handlers = _handlers(plugin)
-    expected = tuple(sorted(s.slug for s in plugin.input_sockets))
-    key = tuple(sorted(_entry_slug(e) for e in entries)) if entries is not None else expected
-    handler = handlers.get(key)
-    if handler is None:
+    slugs = [_entry_slug(e) for e in entries] if entries is not None else None
+    interface = select_interface(interfaces, slugs)
+    handler = _handlers(interfaces).get(interface.key) if interface is not None else None
+    if handler is None or interface is None:
         where = input_dir / INPUTS_JSON if entries is not None else input_dir
-        raise DataError(
-            f"{where}: no handler for input sockets {list(key)}; {plugin.name} takes {list(expected)}"
-            + ("" if handlers else " (its socket kinds are not supported by the container yet)")
-        )
-    return handler(plugin, input_dir, entries)
+        expected = " or ".join(str(list(i.key)) for i in interfaces)
+        raise DataError(f"{where}: no handler for input sockets {sorted(slugs or [])}; {plugin.name} takes {expected}")
+    return handler(interface, input_dir, entries)
 
 
 # -- outputs ------------------------------------------------------------------------------------
 
 
-def output_values(plugin: TaskPlugin, masks: np.ndarray, probabilities: np.ndarray) -> dict[Socket, Any]:
-    """What each output socket carries for one case: a 2D array (image sockets) or a JSON value."""
+def output_values(
+    plugin: TaskPlugin, masks: np.ndarray, probabilities: np.ndarray, sockets: Sequence[Socket] | None = None
+) -> dict[Socket, Any]:
+    """What each output socket (default: the task's own) carries for one case: a 2D array or a JSON value."""
     keys = [c.key for c in plugin.classes]
     values: dict[Socket, Any] = {}
-    for socket in plugin.output_sockets:
+    for socket in plugin.output_sockets if sockets is None else sockets:
         look_up_option(socket.content, SOCKET_CONTENTS, what="output socket content")
         content = socket.content
         index = None
@@ -229,7 +248,7 @@ def output_values(plugin: TaskPlugin, masks: np.ndarray, probabilities: np.ndarr
         elif content == "probability":
             values[socket] = np.ascontiguousarray(probabilities[index], dtype=np.float32)
         elif content == "label_map":
-            lut = np.array([c.value if c.value is not None else i for i, c in enumerate(plugin.classes)], np.uint8)
+            lut = np.array(label_map_values(plugin, socket), np.uint8)
             values[socket] = lut[masks[0] if masks.ndim == 3 else masks]
         elif content == "grade":
             values[socket] = int(masks[index])
@@ -238,7 +257,7 @@ def output_values(plugin: TaskPlugin, masks: np.ndarray, probabilities: np.ndarr
     return values
 
 
-def read_output_values(plugin: TaskPlugin, output_dir: Path) -> dict[str, Any]:
+def read_output_values(plugin: TaskPlugin, output_dir: Path, sockets: Sequence[Socket] | None = None) -> dict[str, Any]:
     """Read back what :func:`run_case` wrote: socket slug -> array (image sockets) or JSON value.
 
     Raises:
@@ -247,12 +266,13 @@ def read_output_values(plugin: TaskPlugin, output_dir: Path) -> dict[str, Any]:
     from eyegc.common.imageio import read_image_array
 
     output_dir = Path(output_dir)
-    expected = {_output_file(s) for s in plugin.output_sockets}
+    sockets = plugin.output_sockets if sockets is None else sockets
+    expected = {_output_file(s) for s in sockets}
     found = {str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file()}
     if found != expected:
         raise DataError(f"{output_dir} holds {sorted(found)}; expected exactly {sorted(expected)}")
     values: dict[str, Any] = {}
-    for socket in plugin.output_sockets:
+    for socket in sockets:
         path = output_dir / _output_file(socket)
         if socket.super_kind == "Image":
             values[socket.slug] = read_image_array(path)[0]
@@ -266,9 +286,9 @@ def _output_file(socket: Socket) -> str:
     return f"{socket.relative_path}/{OUTPUT_NAME}" if socket.super_kind == "Image" else socket.relative_path
 
 
-def _check_output_free(output_dir: Path, plugin: TaskPlugin) -> None:
+def _check_output_free(output_dir: Path, sockets: Sequence[Socket]) -> None:
     # One file per output socket: refuse to add ours beside something already there.
-    for socket in plugin.output_sockets:
+    for socket in sockets:
         if socket.super_kind != "Image":
             if (output_dir / socket.relative_path).exists():
                 raise EyegcError(f"{output_dir / socket.relative_path} already exists; the output folder must be empty")
@@ -338,7 +358,13 @@ def _device_description(predictor: Any) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def run_case(plugin: TaskPlugin, predictor: Any, input_dir: Path, output_dir: Path) -> dict[str, Any]:
+def run_case(
+    plugin: TaskPlugin,
+    predictor: Any,
+    input_dir: Path,
+    output_dir: Path,
+    interfaces: Sequence[Interface] | None = None,
+) -> dict[str, Any]:
     """Predict the one case under ``input_dir`` and write its output sockets under ``output_dir``.
 
     Args:
@@ -346,6 +372,8 @@ def run_case(plugin: TaskPlugin, predictor: Any, input_dir: Path, output_dir: Pa
         predictor: a :class:`~eyegc.common.inference.Predictor` for that task.
         input_dir: the case as the platform lays it out (``/input``).
         output_dir: where the output sockets go (``/output``); created if missing.
+        interfaces: the algorithm's socket sets (default: the task's own); the set the case's
+            inputs belong to says which outputs are written.
 
     Returns:
         A summary: case name, input and output files, device, seconds per stage.
@@ -355,16 +383,16 @@ def run_case(plugin: TaskPlugin, predictor: Any, input_dir: Path, output_dir: Pa
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     started = time.perf_counter()
-    inputs = resolve_case_inputs(plugin, input_dir)
+    inputs = resolve_case_inputs(plugin, input_dir, interfaces)
     if len(inputs.images) != 1:
         raise EyegcError(f"{plugin.name} has {len(inputs.images)} input images; the predictor takes one")
-    _check_output_free(output_dir, plugin)
+    _check_output_free(output_dir, inputs.interface.outputs)
     ((slug, path),) = inputs.images.items()
     image = plugin.read_image(path)
     read_done = time.perf_counter()
     masks, probabilities = predictor.predict(image)
     predict_done = time.perf_counter()
-    values = output_values(plugin, masks, probabilities)
+    values = output_values(plugin, masks, probabilities, inputs.interface.outputs)
     for socket, value in values.items():
         if isinstance(value, np.ndarray) and value.shape != image.shape[-2:]:
             raise EyegcError(f"output {socket.slug} is {value.shape}, its input {path} is {image.shape[-2:]}")
@@ -390,13 +418,19 @@ def run_case(plugin: TaskPlugin, predictor: Any, input_dir: Path, output_dir: Pa
     return summary
 
 
-def layout_case(plugin: TaskPlugin, image_path: Path | Mapping[str, Path], input_dir: Path) -> Path:
+def layout_case(
+    plugin: TaskPlugin,
+    image_path: Path | Mapping[str, Path],
+    input_dir: Path,
+    interface: Interface | None = None,
+) -> Path:
     """Lay a case out as the platform does: ``inputs.json`` + ``images/<slug>/<uuid>.mha``.
 
     Args:
         plugin: the task.
         image_path: the image of a single-input task, or input slug -> image for several inputs.
         input_dir: the (new or empty) folder standing in for ``/input``.
+        interface: the socket set whose inputs to lay out (default: the task's own).
 
     Returns:
         ``input_dir``.
@@ -405,13 +439,14 @@ def layout_case(plugin: TaskPlugin, image_path: Path | Mapping[str, Path], input
     from eyegc.common.imageio import write_sitk_image
 
     input_dir = Path(input_dir)
+    sockets = (interface or default_interfaces(plugin)[0]).inputs
     images = dict(image_path) if isinstance(image_path, Mapping) else None
     if images is None:
-        if len(plugin.input_sockets) != 1:
-            raise EyegcError(f"{plugin.name} has {len(plugin.input_sockets)} input sockets: pass slug -> image")
-        images = {plugin.input_sockets[0].slug: Path(image_path)}  # type: ignore[arg-type]
+        if len(sockets) != 1:
+            raise EyegcError(f"{plugin.name} has {len(sockets)} input sockets: pass slug -> image")
+        images = {sockets[0].slug: Path(image_path)}  # type: ignore[arg-type]
     entries = []
-    for socket in plugin.input_sockets:
+    for socket in sockets:
         if socket.slug not in images:
             raise EyegcError(f"no image given for input socket {socket.slug}")
         source = Path(images[socket.slug])
@@ -518,6 +553,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tta", default=env("EYEGC_TTA", "flip"), help="none, flip (default) or dihedral")
     parser.add_argument("--device", default=env("EYEGC_DEVICE", "auto"), help="auto (default), cpu or cuda")
+    parser.add_argument(
+        "--sockets",
+        type=Path,
+        default=Path(env("EYEGC_SOCKETS", str(BAKED_SOCKETS))),
+        help=f"the socket mapping file (env EYEGC_SOCKETS, default {BAKED_SOCKETS}); absent: the task's own sockets",
+    )
     return parser
 
 
@@ -531,8 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eyegc.common.registry import get_task
 
         plugin = get_task(args.task)
+        interfaces = read_interfaces(args.sockets, plugin) if args.sockets.is_file() else default_interfaces(plugin)
         # Validate the case and the output folder before the slow model load so either fails in a second.
-        inputs = resolve_case_inputs(plugin, args.input)
+        inputs = resolve_case_inputs(plugin, args.input, interfaces)
         check_output_writable(args.output)
         _log(f"task {plugin.name}; inputs from {inputs.source}: {', '.join(map(str, inputs.images.values()))}")
 
@@ -547,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{predictor.members} network(s) from {', '.join(map(str, models))}; TTA {'+'.join(predictor.ops)}; "
             f"device {_device_description(predictor)}; ready in {loaded - started:.2f} s"
         )
-        summary = run_case(plugin, predictor, args.input, args.output)
+        summary = run_case(plugin, predictor, args.input, args.output, interfaces)
     except KeyboardInterrupt:
         _log("interrupted; no output was written")
         return 130

@@ -38,6 +38,7 @@ import numpy as np
 from eyegc.common.bundle import sha256_file
 from eyegc.common.errors import DataError, user_error_message
 from eyegc.common.outputs import OutputKind, check_outputs
+from eyegc.common.sockets import Interface, default_interfaces, interfaces_json, label_map_values, read_interfaces
 
 __all__ = ["DEFAULT_BASE_IMAGE", "build_parser", "main"]
 
@@ -51,6 +52,8 @@ BUNDLE_FILES = ("bundle.json", "splits.json", "checksums.sha256")
 #: Allowed share of differing pixels between container and host predictions when the two run
 #: different torch builds or devices (float rounding flips a few pixels at the threshold).
 TOLERANCE = 1e-3
+#: The image label that holds the socket mapping (the same JSON as /opt/app/sockets.json).
+SOCKETS_LABEL = "org.eyegc.sockets"
 
 
 class SubmitError(Exception):
@@ -157,7 +160,7 @@ class SampleCase:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _sample_cases(plugin: Any, data: Path, work: Path, max_cases: int) -> list[SampleCase]:
+def _sample_cases(plugin: Any, data: Path, work: Path, max_cases: int, interface: Interface) -> list[SampleCase]:
     """Up to ``max_cases`` cases of the test split (train split if it has none), laid out as /input."""
     from eyegc.common.container import layout_case
 
@@ -171,7 +174,7 @@ def _sample_cases(plugin: Any, data: Path, work: Path, max_cases: int) -> list[S
         raise SubmitError(f"no cases found in {data} (official layout expected)")
     chosen = []
     for case in cases[:max_cases]:
-        input_dir = layout_case(plugin, case.image, work / case.case_id / "input")
+        input_dir = layout_case(plugin, case.image, work / case.case_id / "input", interface)
         chosen.append(SampleCase(case.case_id, Path(case.image), input_dir, case, case.labels is not None))
     return chosen
 
@@ -280,8 +283,8 @@ def _link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(path, target)
 
 
-def _assemble_context(work: Path, wheel: Path, deps_dir: Path, bundles_dir: Path) -> Path:
-    """``work/context``: Dockerfile, .dockerignore, wheelhouse/{deps,project}, bundles."""
+def _assemble_context(work: Path, wheel: Path, deps_dir: Path, bundles_dir: Path, sockets: Path) -> Path:
+    """``work/context``: Dockerfile, .dockerignore, wheelhouse/{deps,project}, bundles, sockets.json."""
     context = work / "context"
     shutil.rmtree(context, ignore_errors=True)
     (context / "wheelhouse" / "project").mkdir(parents=True)
@@ -291,6 +294,7 @@ def _assemble_context(work: Path, wheel: Path, deps_dir: Path, bundles_dir: Path
     (context / "wheelhouse" / "deps" / ".stamp").unlink(missing_ok=True)
     shutil.copy2(wheel, context / "wheelhouse" / "project" / wheel.name)
     _link_tree(bundles_dir, context / "bundles")
+    shutil.copy2(sockets, context / "sockets.json")
     return context
 
 
@@ -338,6 +342,9 @@ def _probe_base(base: str) -> dict[str, Any]:
 def _docker_build(context: Path, tag: str, base: str, task: str, log: Path) -> float:
     started = time.perf_counter()
     cmd = ["docker", "build", "--platform=linux/amd64", "--build-arg", f"BASE_IMAGE={base}"]
+    # The socket mapping as an image label too, so the image says what it serves without running it.
+    sockets = json.dumps(json.loads((context / "sockets.json").read_text()), separators=(",", ":"))
+    cmd += ["--label", f"{SOCKETS_LABEL}={sockets}"]
     cmd += ["--build-arg", f"TASK={task}", "-t", tag, str(context)]
     with open(log, "w") as handle:
         proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False)
@@ -468,16 +475,16 @@ class Reference:
     probabilities: np.ndarray | None
 
 
-def _check_outputs(plugin: Any, case: SampleCase, out: Path) -> dict[str, Any]:
-    """Exactly one file per output socket, images of the input's size; returns slug -> value."""
+def _check_outputs(plugin: Any, case: SampleCase, out: Path, interface: Interface) -> dict[str, Any]:
+    """Exactly one file per output socket, images of the input's size and of their kind's values."""
     from eyegc.common.container import read_output_values
 
     try:
-        values = read_output_values(plugin, out)
+        values = read_output_values(plugin, out, interface.outputs)
     except DataError as exc:
         raise SubmitError(f"case {case.case_id}: {exc}") from None
     shape = plugin.read_image(case.image).shape[-2:]
-    for socket in plugin.output_sockets:
+    for socket in interface.outputs:
         value = values[socket.slug]
         if socket.super_kind != "Image":
             continue
@@ -485,8 +492,13 @@ def _check_outputs(plugin: Any, case: SampleCase, out: Path) -> dict[str, Any]:
         if value.shape != shape or value.dtype != want:
             where = out / socket.relative_path
             raise SubmitError(f"{where}: {value.dtype} {value.shape}; expected {want.__name__} {shape}")
-        if socket.content == "mask" and not set(np.unique(value).tolist()) <= {0, 1}:
-            raise SubmitError(f"{out / socket.relative_path}: values {np.unique(value)[:8]}; expected 0/1")
+        allowed = {0, 1} if socket.content == "mask" else None
+        if socket.content == "label_map":
+            allowed = set(label_map_values(plugin, socket))
+        if allowed is not None and not set(np.unique(value).tolist()) <= allowed:
+            raise SubmitError(
+                f"{out / socket.relative_path}: values {np.unique(value)[:8]}; expected {sorted(allowed)}"
+            )
     return values
 
 
@@ -527,7 +539,7 @@ def _as_unit(probabilities: np.ndarray) -> np.ndarray:
 
 
 def _compare(
-    plugin: Any, case: SampleCase, values: dict[str, Any], reference: Reference, exact: bool
+    plugin: Any, case: SampleCase, values: dict[str, Any], reference: Reference, exact: bool, interface: Interface
 ) -> dict[str, Any]:
     """Each output socket against ``eyegc predict``: masks and grades equal, probabilities to the stored 8 bits."""
     from eyegc.common.container import output_values
@@ -535,7 +547,7 @@ def _compare(
     probabilities = reference.probabilities
     if probabilities is None:
         probabilities = np.zeros((len(plugin.classes), 2), dtype=np.float32)  # only mask-like sockets then
-    expected = output_values(plugin, reference.prediction, probabilities)
+    expected = output_values(plugin, reference.prediction, probabilities, interface.outputs)
     differing, total = 0, 0
     for socket, want in expected.items():
         got = values[socket.slug]
@@ -618,6 +630,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="make sample data and train a small model first")
     parser.add_argument("--work", type=Path, default=WORK, help="work folder (default build/container, gitignored)")
     parser.add_argument("--refresh-wheelhouse", action="store_true", help="rebuild the cached dependency wheels")
+    parser.add_argument(
+        "--sockets",
+        type=Path,
+        help="map the inputs and outputs to the platform's sockets (a JSON file; see --print-sockets)",
+    )
+    parser.add_argument(
+        "--print-sockets", action="store_true", help="print the task's socket mapping (a starting --sockets file)"
+    )
     return parser
 
 
@@ -646,6 +666,11 @@ def _submit(args: argparse.Namespace) -> int:
 
     total_started = time.perf_counter()
     plugin = get_task(args.task)
+    # Checked before anything is built: a socket the platform would refuse is one line, now.
+    interfaces = read_interfaces(args.sockets, plugin) if args.sockets else default_interfaces(plugin)
+    if args.print_sockets:
+        print(json.dumps(interfaces_json(plugin, interfaces), indent=2))
+        return 0
     inputs = [("--data", args.data), *(("--model", m) for m in args.model or [])]
     check_outputs([("--out", args.out, OutputKind.FOLDER), ("--work", args.work, OutputKind.FOLDER)], inputs)
     tag = (args.tag or f"eyegc-{plugin.name}").lower()
@@ -707,7 +732,9 @@ def _submit(args: argparse.Namespace) -> int:
             _say("a bundle uses the paddle backend: the image gets the paddle extra (paddlepaddle, CPU build)")
         wheel, deps_dir, _ = _wheelhouse(python, work, args.refresh_wheelhouse, extras)
         timings["wheelhouse"] = round(time.perf_counter() - started, 1)
-        context = _assemble_context(work, wheel, deps_dir, work / "bundles")
+        sockets_file = work / "sockets.json"
+        sockets_file.write_text(json.dumps(interfaces_json(plugin, interfaces), indent=2) + "\n")
+        context = _assemble_context(work, wheel, deps_dir, work / "bundles", sockets_file)
         build_log = work / "docker-build.log"
         timings["build"] = round(_docker_build(context, tag, args.base_image, plugin.name, build_log), 1)
         inspect = json.loads(_run(["docker", "image", "inspect", tag], "docker image inspect").stdout)[0]
@@ -746,7 +773,7 @@ def _submit(args: argparse.Namespace) -> int:
         run_root = work / f"test-{stamp}"
         for old in work.glob("test-*"):
             shutil.rmtree(old, ignore_errors=True)  # files the container wrote may not be ours to delete
-        cases = _sample_cases(plugin, Path(data), run_root, args.max_cases)
+        cases = _sample_cases(plugin, Path(data), run_root, args.max_cases, interfaces[0])
         bundle_paths = [b.path for b in staged]
         reference = _reference_predictions(plugin, python, bundle_paths, cases, run_root, args.tta)
         import torch
@@ -766,10 +793,10 @@ def _submit(args: argparse.Namespace) -> int:
                 from eyegc.common.container import run_case
 
                 started = time.perf_counter()
-                summary = run_case(plugin, predictor, case.input_dir, out)
+                summary = run_case(plugin, predictor, case.input_dir, out, interfaces)
                 summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
                 result = {"seconds": round(time.perf_counter() - started, 2), "container": summary}
-            values = _check_outputs(plugin, case, out)
+            values = _check_outputs(plugin, case, out, interfaces[0])
             row = {
                 "case": case.case_id,
                 "seconds": result["seconds"],
@@ -777,7 +804,7 @@ def _submit(args: argparse.Namespace) -> int:
                 "peak_memory_bytes": result.get("peak_memory_bytes"),
                 "peak_rss_mib": result["container"].get("peak_rss_mib"),
                 "device": result["container"].get("device"),
-                **_compare(plugin, case, values, ref, exact),
+                **_compare(plugin, case, values, ref, exact, interfaces[0]),
             }
             test_rows.append(row)
             if row["peak_memory_bytes"]:
@@ -800,8 +827,8 @@ def _submit(args: argparse.Namespace) -> int:
             result = _docker_run_case(tag, cases[0], run_root / "model-dir-output", args.memory, args.gpus, model_dir)
             if "/opt/ml/model" not in result["log"]:
                 raise SubmitError("with /opt/ml/model mounted the container did not load its bundles from there")
-            values = _check_outputs(plugin, cases[0], run_root / "model-dir-output")
-            _compare(plugin, cases[0], values, reference[0], exact)
+            values = _check_outputs(plugin, cases[0], run_root / "model-dir-output", interfaces[0])
+            _compare(plugin, cases[0], values, reference[0], exact, interfaces[0])
             _say("model.tar.gz layout: /opt/ml/model is used ahead of the baked bundles, same outputs")
         # The container's outputs were checked equal to the reference above, so its leaderboard is this one.
         with_truth = [(c, r) for c, r in zip(cases, reference, strict=True) if c.has_truth]
@@ -850,10 +877,7 @@ def _submit(args: argparse.Namespace) -> int:
             }
             for b in staged
         ],
-        "sockets": {
-            "inputs": [{"slug": s.slug, "relative_path": s.relative_path} for s in plugin.input_sockets],
-            "outputs": [{"slug": s.slug, "relative_path": s.relative_path} for s in plugin.output_sockets],
-        },
+        "sockets": interfaces_json(plugin, interfaces),
         "test_run": {
             "mode": "docker" if use_docker else "in-process",
             "memory": args.memory,
@@ -870,8 +894,13 @@ def _submit(args: argparse.Namespace) -> int:
     _say(f"{manifest_path} (sha256 {sha256_file(manifest_path)[:16]}…)")
 
     _step("upload to grand-challenge.org")
-    inputs = ", ".join(f"{s.slug} ({s.relative_path})" for s in plugin.input_sockets)
-    outputs_ = ", ".join(f"{s.slug} ({s.relative_path})" for s in plugin.output_sockets)
+    sets = "; or ".join(
+        "inputs: "
+        + ", ".join(f"{s.slug} ({s.relative_path}, {s.kind})" for s in i.inputs)
+        + " → outputs: "
+        + ", ".join(f"{s.slug} ({s.relative_path}, {s.kind})" for s in i.outputs)
+        for i in interfaces
+    )
     if use_docker:
         _say(
             f"1. Your algorithm → Containers → Upload a container image: {artifacts['image']['path']}\n"
@@ -885,7 +914,7 @@ def _submit(args: argparse.Namespace) -> int:
     _say(
         f"2. Optional: Models → Upload a model: {model_tar} — extracted to /opt/ml/model, it takes precedence\n"
         "   over the bundles baked into the image (swap weights without re-uploading the image)\n"
-        f"3. The algorithm's sockets must be — inputs: {inputs}; outputs: {outputs_}\n"
+        f"3. The algorithm's sockets must be — {sets}\n"
         "4. Try it on one case ('Try-out algorithm') and compare with this run's outputs under "
         f"{work / f'test-{stamp}'}\n"
         f"total {timings['total']:.0f} s"

@@ -354,13 +354,25 @@ def test_submit_without_docker_runs_the_entrypoint_in_process(
     submit = _load_submit()
     monkeypatch.setattr(submit, "_docker_available", lambda: "no engine in this test")
     common = [TASK, "--model", str(drac22_run), "--data", str(drac22_data), "--work", str(tmp_path / "work")]
-    rc = submit.main([*common, "--max-cases", "2", "--out", str(tmp_path / "dist")])
+    # A mapping of the user's: the outputs go to other sockets, at other relative paths.
+    assert submit.main([TASK, "--print-sockets"]) == 0
+    mapping = json.loads(capsys.readouterr().out)
+    for output in mapping["interfaces"][0]["outputs"]:
+        output["slug"] = f"drac22-{output['slug']}"
+        output["relative_path"] = f"images/drac22-{output['class_key']}-mask"
+    sockets = tmp_path / "sockets.json"
+    sockets.write_text(json.dumps(mapping))
+    rc = submit.main([*common, "--max-cases", "2", "--out", str(tmp_path / "dist"), "--sockets", str(sockets)])
     out = capsys.readouterr().out
     assert rc == 1  # no engine and no --no-docker: the image was not built
     assert "docker: no Docker engine reachable (no engine in this test)" in out
     assert "Local leaderboard of the container" in out
     manifest = json.loads((tmp_path / "dist" / f"eyegc-{TASK}-manifest.json").read_text())
     assert manifest["test_run"]["mode"] == "in-process" and manifest["image"] is None
+    assert manifest["sockets"] == mapping
+    outputs = next((tmp_path / "work").glob("test-*/*/output"))
+    written = sorted(str(p.relative_to(outputs)) for p in outputs.rglob("*") if p.is_file())
+    assert written == [f"images/drac22-{k}-mask/{OUTPUT_NAME}" for k in ("irma", "npa", "nv")]
     assert [c["equal_to_eyegc_predict"] for c in manifest["test_run"]["cases"]] == [True, True]
     assert manifest["local_scores"]["leaderboard"]["mean_dsc"] is not None
     model_tar = Path(manifest["artifacts"]["model"]["path"])
@@ -368,3 +380,24 @@ def test_submit_without_docker_runs_the_entrypoint_in_process(
         names = archive.getnames()
     assert "./00-run/bundle.json" in names and "./00-run/checksums.sha256" in names
     assert submit.main([*common, "--no-docker", "--no-test", "--out", str(tmp_path / "dist2")]) == 0
+
+
+def test_submit_prints_the_task_sockets_and_refuses_a_bad_mapping_before_building(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eyegc.common.sockets import default_interfaces, interfaces_json
+
+    submit = _load_submit()
+    assert submit.main(["goals-layers", "--print-sockets"]) == 0
+    plugin = get_task("goals-layers")
+    assert json.loads(capsys.readouterr().out) == interfaces_json(plugin, default_interfaces(plugin))
+    mapping = interfaces_json(plugin, default_interfaces(plugin))
+    mapping["interfaces"][0]["outputs"][0]["kind"] = "Heat Map"
+    (tmp_path / "sockets.json").write_text(json.dumps(mapping))
+    work = tmp_path / "work"
+    args = ["goals-layers", "--demo", "--sockets", str(tmp_path / "sockets.json"), "--work", str(work)]
+    assert submit.main([*args, "--out", str(tmp_path / "dist")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"submit: error: {tmp_path / 'sockets.json'}: interfaces[0]")
+    assert "cannot go to a socket of kind Heat Map; use kind Segmentation or Image" in err
+    assert not work.exists() and not (tmp_path / "dist").exists()  # nothing built, nothing trained

@@ -7,6 +7,7 @@ contents (mask, probability, label_map, grade, likelihood) without training anyt
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from eyegc.common.container import layout_case, read_output_values, run_case
 from eyegc.common.errors import EyegcError
 from eyegc.common.imageio import write_png
 from eyegc.common.registry import get_task
+from eyegc.common.sockets import Interface, check_interface, default_interfaces
 
 
 class FixedPredictor:
@@ -35,14 +37,32 @@ def _case(task: str, image: np.ndarray, tmp_path: Path) -> Path:
     return layout_case(get_task(task), path, tmp_path / "input")
 
 
-def test_goals_layer_map_is_written_in_the_official_encoding(tmp_path: Path) -> None:
+def _goals_layers_case(kind: str, tmp_path: Path) -> np.ndarray:
+    """The goals-layers label map the container writes to a socket of ``kind``."""
+    plugin = get_task("goals-layers")
     index = np.zeros((1, 800, 1100), dtype=np.uint8)
     index[0, 100:120], index[0, 120:150], index[0, 400:500] = 1, 2, 3
     probs = np.zeros((4, 800, 1100), dtype=np.float32)
+    (default,) = default_interfaces(plugin)
+    interface = Interface(default.inputs, (replace(default.outputs[0], kind=kind),))
+    check_interface(plugin, interface)
     case = _case("goals-layers", np.full((800, 1100), 90, np.uint8), tmp_path)
-    run_case(get_task("goals-layers"), FixedPredictor(index, probs), case, tmp_path / "output")
-    value = read_output_values(get_task("goals-layers"), tmp_path / "output")["oct-layer-segmentation"]
+    run_case(plugin, FixedPredictor(index, probs), case, tmp_path / "output", [interface])
+    value = read_output_values(plugin, tmp_path / "output", interface.outputs)["oct-layer-segmentation"]
     assert value.dtype == np.uint8 and value.shape == (800, 1100)
+    return value
+
+
+def test_goals_layer_map_under_kind_segmentation_is_contiguous(tmp_path: Path) -> None:
+    """The platform accepts a Segmentation's voxel values only as contiguous overlay segments."""
+    value = _goals_layers_case("Segmentation", tmp_path)
+    assert value[0, 0] == 0 and value[110, 0] == 1 and value[130, 0] == 2 and value[450, 0] == 3
+    assert set(np.unique(value).tolist()) == {0, 1, 2, 3}
+    assert get_task("goals-layers").output_sockets[0].kind == "Segmentation"  # the task's default
+
+
+def test_goals_layer_map_under_kind_image_is_the_official_encoding(tmp_path: Path) -> None:
+    value = _goals_layers_case("Image", tmp_path)
     assert value[110, 0] == 0 and value[130, 0] == 80 and value[450, 0] == 160 and value[0, 0] == 255
 
 

@@ -77,7 +77,13 @@ class DriveVessels:
     metric: DriveVesselMetric = field(default_factory=DriveVesselMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="color-fundus-image", relative_path="images/color-fundus"),)
     output_sockets: tuple[Socket, ...] = (
-        Socket("vessel-segmentation", "images/vessel-segmentation", kind="Segmentation", class_key="vessel"),
+        # The platform's own socket for this output (its algorithm documentation's example).
+        Socket(
+            "binary-vessel-segmentation",
+            "images/binary-vessel-segmentation",
+            kind="Segmentation",
+            class_key="vessel",
+        ),
         Socket(
             "vessel-probability",
             "images/vessel-probability",
