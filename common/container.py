@@ -85,9 +85,10 @@ IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
 _PROG = "eyegc-container"
 
 
-def _log(message: str) -> None:
-    # stderr, flushed: the platform shows the container's stderr in the job log.
-    print(f"{_PROG}: {message}", file=sys.stderr, flush=True)
+def _log(message: str, problem: bool = False) -> None:
+    # Progress to stdout, problems to stderr: the platform shows stderr as warnings in the job's
+    # result (its algorithm documentation), so a healthy run writes nothing there. Flushed at once.
+    print(f"{_PROG}: {message}", file=sys.stderr if problem else sys.stdout, flush=True)
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -507,13 +508,27 @@ def find_bundles(root: Path) -> list[Path]:
 def default_model_dirs(model_dir: Path = MODEL_DIR, baked: Path = BAKED_BUNDLES) -> list[Path]:
     """Bundles from ``/opt/ml/model`` (an uploaded model.tar.gz) if any, else the baked-in ones.
 
+    An empty or absent ``model_dir`` falls back to the baked bundles; one that holds files but no
+    bundle the image recognises is an error: silently predicting with the baked weights instead of
+    the uploaded ones would be the worst kind of wrong.
+
     Raises:
-        BundleError: neither place holds a bundle.
+        BundleError: ``model_dir`` holds something but no bundle, or neither place holds a bundle.
     """
-    for root in (model_dir, baked):
-        found = find_bundles(root)
-        if found:
-            return found
+    found = find_bundles(model_dir)
+    if found:
+        return found
+    contents = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+    if contents:
+        deeper = sorted(str(p.parent) for p in model_dir.glob("*/*/**/bundle.json"))[:3]
+        hint = f" (bundle.json found deeper: {', '.join(deeper)})" if deeper else ""
+        raise BundleError(
+            f"{model_dir} holds {', '.join(contents[:5])} but no model bundle at its top or one folder down{hint}; "
+            "the uploaded model.tar.gz must extract to NN-name/bundle.json: make it with ./submit.sh"
+        )
+    found = find_bundles(baked)
+    if found:
+        return found
     raise BundleError(f"no model bundle found in {model_dir} nor under {baked}; pass --model BUNDLE")
 
 
@@ -591,13 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         summary = run_case(plugin, predictor, args.input, args.output, interfaces)
     except KeyboardInterrupt:
-        _log("interrupted; no output was written")
+        _log("interrupted; no output was written", problem=True)
         return 130
     except (EyegcError, OSError) as exc:
         message = user_error_message(exc)
         if message is None:
             raise
-        _log(f"error: {message}")
+        _log(f"error: {message}", problem=True)
         return 2
     age = _process_age()
     summary["seconds"]["model_load"] = round(loaded - started, 3)
