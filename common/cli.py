@@ -443,11 +443,49 @@ def _add_thickness_model_verb(add_parser: Callable[..., argparse.ArgumentParser]
     p.set_defaults(func=_cmd_thickness_model)
 
 
+def _cmd_gc_check(args: argparse.Namespace) -> int:
+    from eyegc.common.platform import (
+        API_URL,
+        algorithm_interfaces,
+        compare_interfaces,
+        mapping_to_check,
+        platform_client,
+    )
+
+    task, interfaces, source = mapping_to_check(args.image, args.sockets, args.task)
+    client = platform_client(args.api_url or API_URL, verify=not args.insecure)
+    comparison = compare_interfaces(interfaces, algorithm_interfaces(client, args.algorithm))
+    for problem in comparison.problems:
+        print(f"mismatch: {problem}")
+    if comparison.problems:
+        raise EyegcError(
+            f"{len(comparison.problems)} socket mismatch(es) between {source} and algorithm {args.algorithm}: "
+            "map the sockets with ./submit.sh --sockets, or change the algorithm's sockets on the platform"
+        )
+    print(f"ok: {source} ({task}) serves algorithm {args.algorithm}'s socket set(s) {list(comparison.matched)}")
+    return 0
+
+
+def _add_platform_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``gc check``: the image's sockets against the algorithm's on grand-challenge.org (gcapi)."""
+    gc = add_parser("gc", help="grand-challenge.org: check an image's sockets against an algorithm")
+    actions = gc.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("check", help="compare sockets (token from GRAND_CHALLENGE_TOKEN)")
+    p.add_argument("algorithm", help="the algorithm's slug on grand-challenge.org")
+    p.add_argument("--image", type=Path, help="an exported image (dist/*.tar.gz): its sockets and size")
+    p.add_argument("--task", help="without --image: the task whose sockets to check")
+    p.add_argument("--sockets", type=Path, help="with --task: a socket mapping file (./submit.sh --sockets)")
+    p.add_argument("--api-url", help="the platform's API (default https://grand-challenge.org/api/v1/)")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (a local test server)")
+    p.set_defaults(func=_cmd_gc_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="eyegc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add_verbs in (_add_setup_verbs, _add_train_verb, _add_scoring_verbs, _add_thickness_model_verb):
+    verbs = (_add_setup_verbs, _add_train_verb, _add_scoring_verbs, _add_thickness_model_verb, _add_platform_verb)
+    for add_verbs in verbs:
         add_verbs(sub.add_parser)
     return parser
 

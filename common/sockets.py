@@ -43,10 +43,12 @@ from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskPlugin
 __all__ = [
     "CONTENT_KINDS",
     "KIND_SUPER_KINDS",
+    "SOCKETS_LABEL",
     "Interface",
     "SocketError",
     "check_interface",
     "default_interfaces",
+    "interfaces_from_json",
     "interfaces_json",
     "label_map_values",
     "read_interfaces",
@@ -75,6 +77,9 @@ CONTENT_KINDS: dict[str, tuple[str, ...]] = {
     "grade": ("Integer", "Anything"),
     "likelihood": ("Float", "Anything"),
 }
+
+#: The image label that holds the socket mapping (the same JSON as the image's /opt/app/sockets.json).
+SOCKETS_LABEL = "org.eyegc.sockets"
 
 #: Kinds an input image socket may have (eyegc reads one image file per input socket).
 INPUT_KINDS = ("Image",)
@@ -218,20 +223,29 @@ def read_interfaces(path: Path, plugin: TaskPlugin) -> tuple[Interface, ...]:
         raise SocketError(f"socket file not found: {path} (write a starting one with --print-sockets)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise SocketError(f"{path} is not valid JSON ({error})") from None
+    return interfaces_from_json(document, plugin, str(path))
+
+
+def interfaces_from_json(document: object, plugin: TaskPlugin, where: str) -> tuple[Interface, ...]:
+    """Parse and check a mapping document (the file's JSON, or an image label's); ``where`` names its source.
+
+    Raises:
+        SocketError: as :func:`read_interfaces`.
+    """
     if (
         not isinstance(document, Mapping)
         or not isinstance(document.get("interfaces"), list)
         or not document["interfaces"]
     ):
-        raise SocketError(f'{path}: expected {{"task": ..., "interfaces": [{{"inputs": [...], "outputs": [...]}}]}}')
+        raise SocketError(f'{where}: expected {{"task": ..., "interfaces": [{{"inputs": [...], "outputs": [...]}}]}}')
     if document.get("task") != plugin.name:
-        raise SocketError(f"{path} maps the sockets of {document.get('task')!r}, not {plugin.name!r}")
-    interfaces = tuple(_interface(e, f"{path}: interfaces[{i}]") for i, e in enumerate(document["interfaces"]))
+        raise SocketError(f"{where} maps the sockets of {document.get('task')!r}, not {plugin.name!r}")
+    interfaces = tuple(_interface(e, f"{where}: interfaces[{i}]") for i, e in enumerate(document["interfaces"]))
     for index, interface in enumerate(interfaces):
-        check_interface(plugin, interface, f"{path}: interfaces[{index}]")
+        check_interface(plugin, interface, f"{where}: interfaces[{index}]")
     keys = [i.key for i in interfaces]
     if len(set(keys)) != len(keys):
-        raise SocketError(f"{path}: two socket sets take the same inputs; the platform could not tell them apart")
+        raise SocketError(f"{where}: two socket sets take the same inputs; the platform could not tell them apart")
     return interfaces
 
 

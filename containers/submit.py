@@ -38,7 +38,14 @@ import numpy as np
 from eyegc.common.bundle import sha256_file
 from eyegc.common.errors import DataError, user_error_message
 from eyegc.common.outputs import OutputKind, check_outputs
-from eyegc.common.sockets import Interface, default_interfaces, interfaces_json, label_map_values, read_interfaces
+from eyegc.common.sockets import (
+    SOCKETS_LABEL,
+    Interface,
+    default_interfaces,
+    interfaces_json,
+    label_map_values,
+    read_interfaces,
+)
 
 __all__ = ["DEFAULT_BASE_IMAGE", "build_parser", "main"]
 
@@ -52,8 +59,6 @@ BUNDLE_FILES = ("bundle.json", "splits.json", "checksums.sha256")
 #: Allowed share of differing pixels between container and host predictions when the two run
 #: different torch builds or devices (float rounding flips a few pixels at the threshold).
 TOLERANCE = 1e-3
-#: The image label that holds the socket mapping (the same JSON as /opt/app/sockets.json).
-SOCKETS_LABEL = "org.eyegc.sockets"
 
 
 class SubmitError(Exception):
