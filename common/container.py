@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from eyegc.common.errors import BundleError, DataError, EyegcError, user_error_message
+from eyegc.common.invoke import API_METHODS, DEFAULT_PORT, serve
 from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskPlugin
 from eyegc.common.registry import look_up_option
 from eyegc.common.sockets import (
@@ -574,48 +575,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(env("EYEGC_SOCKETS", str(BAKED_SOCKETS))),
         help=f"the socket mapping file (env EYEGC_SOCKETS, default {BAKED_SOCKETS}); absent: the task's own sockets",
     )
+    parser.add_argument(
+        "--api",
+        default=env("EYEGC_API_METHOD", "exec"),
+        help="exec (default: one case per run) or invoke (serve /health and /invoke; env EYEGC_API_METHOD)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(env("EYEGC_PORT", str(DEFAULT_PORT))),
+        help=f"invoke mode (default {DEFAULT_PORT})",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the one case of this container; user errors print one line and return 2."""
-    args = build_parser().parse_args(argv)
-    started = time.perf_counter()
-    try:
-        if not args.task:
-            raise EyegcError("no task: pass --task or set EYEGC_TASK")
-        from eyegc.common.registry import get_task
+def _load_predictor(plugin: TaskPlugin, args: argparse.Namespace, started: float) -> tuple[Any, float]:
+    """Every fold of every bundle, once; returns the predictor and the seconds the load took."""
+    from eyegc.common.bundle import load_bundle
+    from eyegc.common.inference import Predictor, resolve_device
 
-        plugin = get_task(args.task)
-        interfaces = read_interfaces(args.sockets, plugin) if args.sockets.is_file() else default_interfaces(plugin)
-        # Validate the case and the output folder before the slow model load so either fails in a second.
-        inputs = resolve_case_inputs(plugin, args.input, interfaces)
-        check_output_writable(args.output)
-        _log(f"task {plugin.name}; inputs from {inputs.source}: {', '.join(map(str, inputs.images.values()))}")
+    models = list(args.model) if args.model else default_model_dirs()
+    bundles = [load_bundle(m, task=plugin.name) for m in models]
+    predictor = Predictor(plugin, bundles, tta=args.tta, device=resolve_device(args.device))
+    loaded = time.perf_counter() - started
+    _log(
+        f"{predictor.members} network(s) from {', '.join(map(str, models))}; TTA {'+'.join(predictor.ops)}; "
+        f"device {_device_description(predictor)}; ready in {loaded:.2f} s"
+    )
+    return predictor, loaded
 
-        from eyegc.common.bundle import load_bundle
-        from eyegc.common.inference import Predictor, resolve_device
 
-        models = list(args.model) if args.model else default_model_dirs()
-        bundles = [load_bundle(m, task=plugin.name) for m in models]
-        predictor = Predictor(plugin, bundles, tta=args.tta, device=resolve_device(args.device))
-        loaded = time.perf_counter()
-        _log(
-            f"{predictor.members} network(s) from {', '.join(map(str, models))}; TTA {'+'.join(predictor.ops)}; "
-            f"device {_device_description(predictor)}; ready in {loaded - started:.2f} s"
-        )
-        summary = run_case(plugin, predictor, args.input, args.output, interfaces)
-    except KeyboardInterrupt:
-        _log("interrupted; no output was written", problem=True)
-        return 130
-    except (EyegcError, OSError) as exc:
-        message = user_error_message(exc)
-        if message is None:
-            raise
-        _log(f"error: {message}", problem=True)
-        return 2
+def _finish_summary(summary: dict[str, Any], model_load: float) -> None:
+    """Add the process-level figures and log the case's line and its JSON summary."""
     age = _process_age()
-    summary["seconds"]["model_load"] = round(loaded - started, 3)
+    summary["seconds"]["model_load"] = round(model_load, 3)
     summary["seconds"]["since_process_start"] = round(age, 3) if age is not None else None
     summary["peak_rss_mib"] = round(_peak_rss_mib(), 1)
     summary["unix_time_done"] = round(time.time(), 3)
@@ -625,6 +618,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"on {summary['device']}; outputs: {', '.join(summary['outputs'].values())}"
     )
     _log("summary " + json.dumps(summary, sort_keys=True))
+
+
+def _exec_one_case(plugin: TaskPlugin, interfaces: Sequence[Interface], args: argparse.Namespace) -> None:
+    """Exec mode: validate the case and the output first (a second, not a model load), then predict it."""
+    started = time.perf_counter()
+    inputs = resolve_case_inputs(plugin, args.input, interfaces)
+    check_output_writable(args.output)
+    _log(f"task {plugin.name}; inputs from {inputs.source}: {', '.join(map(str, inputs.images.values()))}")
+    predictor, loaded = _load_predictor(plugin, args, started)
+    _finish_summary(run_case(plugin, predictor, args.input, args.output, interfaces), loaded)
+
+
+def _serve_cases(plugin: TaskPlugin, interfaces: Sequence[Interface], args: argparse.Namespace) -> None:
+    """Invoke mode: load once, then predict whatever the runner puts in /input at each POST /invoke."""
+    predictor, loaded = _load_predictor(plugin, args, time.perf_counter())
+
+    def run_one() -> dict[str, Any]:
+        check_output_writable(args.output)
+        summary = run_case(plugin, predictor, args.input, args.output, interfaces)
+        _finish_summary(summary, loaded)
+        return summary
+
+    serve(run_one, args.port, _log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Predict the case (exec mode) or serve cases (invoke mode); user errors print one line and return 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        if not args.task:
+            raise EyegcError("no task: pass --task or set EYEGC_TASK")
+        from eyegc.common.registry import get_task
+
+        plugin = get_task(args.task)
+        interfaces = read_interfaces(args.sockets, plugin) if args.sockets.is_file() else default_interfaces(plugin)
+        api = look_up_option(args.api, API_METHODS, what="API method (--api, EYEGC_API_METHOD)")
+        if api == "invoke":
+            _serve_cases(plugin, interfaces, args)
+        else:
+            _exec_one_case(plugin, interfaces, args)
+    except KeyboardInterrupt:
+        _log("interrupted; no output was written", problem=True)
+        return 130
+    except (EyegcError, OSError) as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        _log(f"error: {message}", problem=True)
+        return 2
     return 0
 
 

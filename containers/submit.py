@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from eyegc.common.bundle import sha256_file
 from eyegc.common.errors import DataError, user_error_message
+from eyegc.common.invoke import API_METHOD_LABEL, DEFAULT_PORT
 from eyegc.common.outputs import OutputKind, check_outputs
 from eyegc.common.sockets import (
     SOCKETS_LABEL,
@@ -344,9 +345,12 @@ def _probe_base(base: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _docker_build(context: Path, tag: str, base: str, task: str, log: Path) -> float:
+def _docker_build(context: Path, tag: str, base: str, task: str, log: Path, api: str) -> float:
     started = time.perf_counter()
     cmd = ["docker", "build", "--platform=linux/amd64", "--build-arg", f"BASE_IMAGE={base}"]
+    # The platform reads this label at import to run the image in exec or invoke mode; the image
+    # itself reads EYEGC_API_METHOD, since the runner hides its own variables from it.
+    cmd += ["--label", f"{API_METHOD_LABEL}={api}", "--build-arg", f"API_METHOD={api}"]
     # The socket mapping as an image label too, so the image says what it serves without running it.
     sockets = json.dumps(json.loads((context / "sockets.json").read_text()), separators=(",", ":"))
     cmd += ["--label", f"{SOCKETS_LABEL}={sockets}"]
@@ -416,22 +420,30 @@ class _PeakMemory(threading.Thread):
             self.stop.wait(0.1)
 
 
-def _docker_run_case(
-    tag: str, case: SampleCase, out: Path, memory: str, gpus: bool, model_dir: Path | None = None
-) -> dict[str, Any]:
-    """One platform-like run: no network, memory cap without swap, no capabilities, read-only root."""
+def _platform_run_options(memory: str, gpus: bool) -> list[str]:
+    """``docker run`` options of a platform-like run: no network, memory cap without swap, no capabilities."""
+    cmd = ["--network", "none", "--memory", memory, "--memory-swap", memory]
+    cmd += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--pids-limit", "256"]
+    cmd += ["--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev", "--shm-size", "128m"]
+    return [*cmd, "--gpus", "all"] if gpus else cmd
+
+
+def _fresh_output(out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     out.chmod(0o777)  # the image's non-root user writes here
-    cmd = ["docker", "run", "-d", "--network", "none", "--memory", memory, "--memory-swap", memory]
-    cmd += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--pids-limit", "256"]
-    cmd += ["--read-only", "--tmpfs", "/tmp:rw,exec,nosuid,nodev", "--shm-size", "128m"]
+
+
+def _docker_run_case(
+    tag: str, case: SampleCase, out: Path, memory: str, gpus: bool, model_dir: Path | None = None
+) -> dict[str, Any]:
+    """One platform-like exec-mode run: one container per case, read-only root, /input read-only."""
+    _fresh_output(out)
+    cmd = ["docker", "run", "-d", *_platform_run_options(memory, gpus), "-e", "EYEGC_API_METHOD=exec"]
     cmd += ["-v", f"{case.input_dir.resolve()}:/input:ro", "-v", f"{out.resolve()}:/output"]
     if model_dir is not None:
         cmd += ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"]
-    if gpus:
-        cmd += ["--gpus", "all"]
     started_unix = time.time()
     started = time.perf_counter()
     container_id = _run([*cmd, tag], "docker run").stdout.strip()
@@ -463,6 +475,75 @@ def _docker_run_case(
         "container": summary,
         "log": log_text,
     }
+
+
+#: Run inside the container with ``docker exec`` (it has no network, but loopback works): the calls
+#: the platform's runner makes in invoke mode. Prints the status code.
+_HTTP_CALL = (
+    "import sys, urllib.request as u\n"
+    "r = u.Request('http://127.0.0.1:%d/' + sys.argv[1], data=b'' if sys.argv[1] == 'invoke' else None)\n"
+    "try:\n print(u.urlopen(r, timeout=3600).status)\n"
+    "except Exception as e:\n print(getattr(e, 'code', 0)); print(e, file=sys.stderr)\n"
+)
+
+
+def _replace_contents(folder: Path, source: Path | None) -> None:
+    """Empty ``folder`` (kept: it is bind-mounted) and copy ``source``'s contents in, as the runner stages a case."""
+    for path in folder.iterdir():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    if source is not None:
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+
+
+def _container_call(container_id: str, endpoint: str, port: int) -> int:
+    proc = subprocess.run(
+        ["docker", "exec", container_id, "python", "-c", _HTTP_CALL % port, endpoint],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    return int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+
+def _docker_invoke_cases(
+    tag: str, cases: Sequence[SampleCase], root: Path, memory: str, gpus: bool, check: Any
+) -> list[float]:
+    """Invoke mode as the runner does it: one container loads the bundles, waits for GET /health,
+    then serves each case with POST /invoke while /input and /output are refilled around it.
+
+    ``check(case, out)`` checks each case's outputs. Returns the seconds of each POST /invoke.
+    """
+    staged, out = root / "invoke-input", root / "invoke-output"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    _fresh_output(out)
+    cmd = ["docker", "run", "-d", *_platform_run_options(memory, gpus), "-e", "EYEGC_API_METHOD=invoke"]
+    cmd += ["-v", f"{staged.resolve()}:/input:ro", "-v", f"{out.resolve()}:/output", tag]
+    container_id = _run(cmd, "docker run (invoke mode)").stdout.strip()
+    try:
+        deadline = time.monotonic() + 300  # the runner's default start-and-health limit
+        while _container_call(container_id, "health", DEFAULT_PORT) != 200:
+            if time.monotonic() > deadline:
+                raise SubmitError("invoke mode: GET /health did not answer 200 within 300 s")
+            time.sleep(1)
+        seconds = []
+        for case in cases:
+            _replace_contents(staged, case.input_dir)
+            _replace_contents(out, None)
+            started = time.perf_counter()
+            status = _container_call(container_id, "invoke", DEFAULT_PORT)
+            seconds.append(round(time.perf_counter() - started, 2))
+            if status != 201:
+                raise SubmitError(f"invoke mode: POST /invoke answered {status} for case {case.case_id}, not 201")
+            check(case, out)
+        return seconds
+    except SubmitError as error:
+        logs = subprocess.run(["docker", "logs", container_id], capture_output=True, text=True, check=False)
+        tail = "\n".join((logs.stdout + logs.stderr).strip().splitlines()[-10:])
+        raise SubmitError(f"{error}; container log:\n{tail}") from None
+    finally:
+        subprocess.run(["docker", "rm", "-f", container_id], capture_output=True, check=False)
 
 
 def _summary_from_log(log_text: str) -> dict[str, Any]:
@@ -643,6 +724,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--print-sockets", action="store_true", help="print the task's socket mapping (a starting --sockets file)"
     )
+    parser.add_argument(
+        "--api",
+        choices=("exec", "invoke"),
+        default="exec",
+        help="how the platform runs the image: exec (default, a process per case) or invoke (one server, "
+        "bundles loaded once); both modes are test-run either way",
+    )
     return parser
 
 
@@ -741,7 +829,7 @@ def _submit(args: argparse.Namespace) -> int:
         sockets_file.write_text(json.dumps(interfaces_json(plugin, interfaces), indent=2) + "\n")
         context = _assemble_context(work, wheel, deps_dir, work / "bundles", sockets_file)
         build_log = work / "docker-build.log"
-        timings["build"] = round(_docker_build(context, tag, args.base_image, plugin.name, build_log), 1)
+        timings["build"] = round(_docker_build(context, tag, args.base_image, plugin.name, build_log, args.api), 1)
         inspect = json.loads(_run(["docker", "image", "inspect", tag], "docker image inspect").stdout)[0]
         probe = _run(
             [
@@ -758,9 +846,13 @@ def _submit(args: argparse.Namespace) -> int:
             ],
             "checking the image's python",
         ).stdout.split()
+        labels = inspect.get("Config", {}).get("Labels") or {}
+        if labels.get(API_METHOD_LABEL) != args.api or SOCKETS_LABEL not in labels:
+            raise SubmitError(f"the built image lacks its labels {API_METHOD_LABEL}={args.api} and {SOCKETS_LABEL}")
         image = {
             "tag": tag,
             "id": inspect["Id"],
+            "api_method": args.api,
             "size_bytes": inspect["Size"],
             "base_image": args.base_image,
             "torch": probe[0],
@@ -823,6 +915,20 @@ def _submit(args: argparse.Namespace) -> int:
                 equal = f"{row['differing_pixels']} px differ from eyegc predict (within tolerance)"
             _say(f"case {case.case_id}: ok in {row['seconds']:.1f} s{timing}, {memory}, {row['device']}, {equal}")
         if use_docker:
+
+            def check(case: SampleCase, out: Path) -> None:
+                values = _check_outputs(plugin, case, out, interfaces[0])
+                _compare(plugin, case, values, reference[cases.index(case)], exact, interfaces[0])
+
+            invoke_seconds = _docker_invoke_cases(tag, cases, run_root, args.memory, args.gpus, check)
+            for row, seconds in zip(test_rows, invoke_seconds, strict=True):
+                row["invoke_seconds"] = seconds
+            exec_mean = sum(r["seconds"] for r in test_rows) / len(test_rows)
+            warm = sum(invoke_seconds) / len(invoke_seconds)
+            _say(
+                f"invoke mode: one container served {len(cases)} case(s), {warm:.2f} s/case warm against "
+                f"{exec_mean:.2f} s/case in exec mode (a container per case); outputs equal"
+            )
             # The uploaded model.tar.gz lands in /opt/ml/model and must win over the baked bundles.
             model_dir = run_root / "opt-ml-model"
             tar_probe = run_root / "model-probe.tar.gz"
