@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from eyegc.common.registry import get_task
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import TrainConfig, train
@@ -41,3 +43,14 @@ def drac22_run(tmp_path_factory: pytest.TempPathFactory, drac22_data: Path) -> P
     """A tiny finished, tuned DRAC22 bundle."""
     run = tmp_path_factory.mktemp("drac22_run") / "run"
     return train(get_task("drac22-task1"), drac22_data, run, tiny_train_config())
+
+
+class FixedPredictor:
+    """A stand-in for :class:`~eyegc.common.inference.Predictor` that returns the same prediction for any image."""
+
+    def __init__(self, masks: np.ndarray, probabilities: np.ndarray) -> None:
+        self.masks, self.probs = masks, probabilities
+        self.device = torch.device("cpu")
+
+    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.masks, self.probs

@@ -12,23 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import FixedPredictor
 from eyegc.common.container import layout_case, read_output_values, run_case
 from eyegc.common.errors import EyegcError
 from eyegc.common.imageio import write_png
 from eyegc.common.registry import get_task
 from eyegc.common.sockets import Interface, check_interface, default_interfaces
-
-
-class FixedPredictor:
-    """Returns the same prediction for any image."""
-
-    def __init__(self, masks: np.ndarray, probabilities: np.ndarray) -> None:
-        self.masks, self.probs = masks, probabilities
-        self.device = torch.device("cpu")
-
-    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.masks, self.probs
 
 
 def _case(task: str, image: np.ndarray, tmp_path: Path) -> Path:

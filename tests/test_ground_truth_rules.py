@@ -116,6 +116,15 @@ def _one_error_line(err: str) -> str:
     return line
 
 
+def _assert_a_twin_is_refused(plugin: TaskPlugin, root: Path, path: Path) -> None:
+    """A copy of ``path`` with its suffix in upper case is a second file of one case: an error naming both."""
+    twin = _with_suffix_case(path, path.suffix.upper())
+    shutil.copy(path, twin)
+    with pytest.raises(DataError, match="keep one file per image") as error:
+        plugin.list_cases(root, "test")
+    assert f"holds both {twin.name} and {path.name}" in str(error.value)
+
+
 def _perfect_predictions(plugin: TaskPlugin, root: Path, out: Path, **options: bool) -> None:
     for case in plugin.list_cases(root, "test", **options):
         target = plugin.read_target(case)
@@ -165,12 +174,7 @@ def test_drac22_tif_mask_names_the_png_format(copy_of: Callable) -> None:
 @pytest.mark.parametrize(("task", "key"), MASK_KINDS)
 def test_duplicate_masks_are_an_error_naming_both(copy_of: Callable, task: str, key: str) -> None:
     plugin, root = copy_of(task)
-    _, path = _case_with(plugin, root, key)
-    twin = _with_suffix_case(path, path.suffix.upper())
-    shutil.copy(path, twin)
-    with pytest.raises(DataError, match="keep one file per image") as error:
-        plugin.list_cases(root, "test")
-    assert f"holds both {twin.name} and {path.name}" in str(error.value)
+    _assert_a_twin_is_refused(plugin, root, _case_with(plugin, root, key)[1])
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -186,12 +190,7 @@ def test_upper_case_image_suffix_is_read(copy_of: Callable, task: str) -> None:
 @pytest.mark.parametrize("task", TASKS)
 def test_duplicate_images_are_an_error_naming_both(copy_of: Callable, task: str) -> None:
     plugin, root = copy_of(task)
-    image = plugin.list_cases(root, "test")[0].image
-    twin = _with_suffix_case(image, image.suffix.upper())
-    shutil.copy(image, twin)
-    with pytest.raises(DataError, match="keep one file per image") as error:
-        plugin.list_cases(root, "test")
-    assert f"holds both {twin.name} and {image.name}" in str(error.value)
+    _assert_a_twin_is_refused(plugin, root, plugin.list_cases(root, "test")[0].image)
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from conftest import FixedPredictor
 from eyegc.common.container import INPUTS_JSON, layout_case, main, read_output_values, run_case
 from eyegc.common.plugin import Socket
 from eyegc.common.registry import available_tasks, get_task
@@ -26,17 +26,6 @@ from eyegc.common.sockets import (
 from PIL import Image
 
 TASKS = available_tasks()
-
-
-class FixedPredictor:
-    """Returns the same prediction for any image (no training needed)."""
-
-    def __init__(self, masks: np.ndarray, probabilities: np.ndarray) -> None:
-        self.masks, self.probs = masks, probabilities
-        self.device = torch.device("cpu")
-
-    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.masks, self.probs
 
 
 @pytest.mark.parametrize("task", TASKS)
