@@ -428,6 +428,31 @@ def _platform_run_options(memory: str, gpus: bool) -> list[str]:
     return [*cmd, "--gpus", "all"] if gpus else cmd
 
 
+def _empty_model_dir(root: Path) -> Path:
+    """An empty folder to mount at /opt/ml/model, as the platform does when no model was uploaded."""
+    folder = root / "empty-opt-ml-model"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _host_has_gpu() -> bool:
+    """Whether ``nvidia-smi -L`` lists a GPU here (the default of --gpus)."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return listed.returncode == 0 and "GPU" in listed.stdout
+
+
+def _check_host_architecture(machine: str) -> None:
+    """The platform runs linux/amd64 images: refuse to build one on another architecture without emulation."""
+    if machine.lower() in ("x86_64", "amd64"):
+        return
+    raise SubmitError(
+        f"this host is {machine}; grand-challenge.org runs linux/amd64 images: build on an amd64 machine "
+        "(an arm64 image would not start there, and emulating amd64 needs QEMU binfmt set up for Docker)"
+    )
+
+
 def _fresh_output(out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
@@ -442,8 +467,9 @@ def _docker_run_case(
     _fresh_output(out)
     cmd = ["docker", "run", "-d", *_platform_run_options(memory, gpus), "-e", "EYEGC_API_METHOD=exec"]
     cmd += ["-v", f"{case.input_dir.resolve()}:/input:ro", "-v", f"{out.resolve()}:/output"]
-    if model_dir is not None:
-        cmd += ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"]
+    # The platform always mounts /opt/ml/model: empty unless a model.tar.gz was uploaded.
+    model_dir = model_dir or _empty_model_dir(out.parent)
+    cmd += ["-v", f"{model_dir.resolve()}:/opt/ml/model:ro"]
     started_unix = time.time()
     started = time.perf_counter()
     container_id = _run([*cmd, tag], "docker run").stdout.strip()
@@ -519,7 +545,8 @@ def _docker_invoke_cases(
     staged.mkdir(parents=True)
     _fresh_output(out)
     cmd = ["docker", "run", "-d", *_platform_run_options(memory, gpus), "-e", "EYEGC_API_METHOD=invoke"]
-    cmd += ["-v", f"{staged.resolve()}:/input:ro", "-v", f"{out.resolve()}:/output", tag]
+    cmd += ["-v", f"{staged.resolve()}:/input:ro", "-v", f"{out.resolve()}:/output"]
+    cmd += ["-v", f"{_empty_model_dir(root).resolve()}:/opt/ml/model:ro", tag]
     container_id = _run(cmd, "docker run (invoke mode)").stdout.strip()
     try:
         deadline = time.monotonic() + 300  # the runner's default start-and-health limit
@@ -707,7 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-cases", type=int, default=5, help="sample cases to test-run (default 5)")
     parser.add_argument("--base-image", default=DEFAULT_BASE_IMAGE, help=f"default {DEFAULT_BASE_IMAGE}")
     parser.add_argument("--tag", help="image tag (default eyegc-TASK)")
-    parser.add_argument("--gpus", action="store_true", help="test-run with --gpus all (CUDA + AMP in the container)")
+    parser.add_argument(
+        "--gpus",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-run with --gpus all (CUDA + AMP in the container); default: when this host has an NVIDIA GPU",
+    )
     parser.add_argument("--memory", default="8g", help="test-run memory cap, also the swap cap (default 8g)")
     parser.add_argument("--tta", default="flip", help="TTA of the reference `eyegc predict` (the image's default)")
     parser.add_argument("--no-test", action="store_true", help="build and export without test runs")
@@ -805,8 +837,11 @@ def _submit(args: argparse.Namespace) -> int:
     if not args.no_docker and reason is not None:
         _say(f"docker: no Docker engine reachable ({reason}); running the entrypoint in-process instead")
 
+    if args.gpus is None:
+        args.gpus = use_docker and _host_has_gpu()
     image: dict[str, Any] = {}
     if use_docker:
+        _check_host_architecture(os.uname().machine)
         _step(f"image {tag} from {args.base_image}")
         _ensure_base_image(args.base_image)
         base = _probe_base(args.base_image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import socket
@@ -419,3 +420,20 @@ def test_submit_prints_the_task_sockets_and_refuses_a_bad_mapping_before_buildin
     assert err.count("\n") == 0 and err.startswith(f"submit: error: {tmp_path / 'sockets.json'}: interfaces[0]")
     assert "cannot go to a socket of kind Heat Map; use kind Segmentation or Image" in err
     assert not work.exists() and not (tmp_path / "dist").exists()  # nothing built, nothing trained
+
+
+def test_submit_refuses_a_non_amd64_host_and_finds_a_gpu_by_nvidia_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submit = _load_submit()
+    submit._check_host_architecture("x86_64")
+    with pytest.raises(submit.SubmitError, match=r"this host is aarch64; grand-challenge\.org runs linux/amd64 images"):
+        submit._check_host_architecture("aarch64")
+    monkeypatch.setattr(submit.shutil, "which", lambda name: None)
+    assert submit._host_has_gpu() is False
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-1)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(submit.shutil, "which", lambda name: str(fake))
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert submit._host_has_gpu() is True
