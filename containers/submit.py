@@ -47,11 +47,18 @@ from eyegc.common.sockets import (
     label_map_values,
     read_interfaces,
 )
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 __all__ = ["DEFAULT_BASE_IMAGE", "build_parser", "main"]
 
 #: The official template's base (a CUDA runtime with torch); needs a registry to pull it.
-DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime"
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime"
+#: Base images whose torch meets MONAI 1.6's minimum (torch>=2.8), named when a base's torch does not.
+GPU_BASE_EXAMPLES = ("pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime", "pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime")
+#: Written into the wheelhouse: pins torch to the base image's own when it has one, so pip never adds
+#: a second torch beside it (empty when the base has none: the wheelhouse's CPU torch goes in).
+BASE_CONSTRAINTS = "base-constraints.txt"
 REPO = Path(__file__).resolve().parents[1]
 #: Gitignored (``build/``): the cached wheelhouse, the assembled context and the test cases.
 WORK = REPO / "build" / "container"
@@ -289,7 +296,48 @@ def _link_tree(src: Path, dst: Path) -> None:
             shutil.copy2(path, target)
 
 
-def _assemble_context(work: Path, wheel: Path, deps_dir: Path, bundles_dir: Path, sockets: Path) -> Path:
+def _torch_requirements(deps_dir: Path, requirements: Sequence[str]) -> list[str]:
+    """Every requirement on torch: the project's and those of the wheels in the wheelhouse (MONAI's)."""
+    found = [r for r in requirements if re.match(r"torch\b", r)]
+    for wheel in sorted(deps_dir.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(".dist-info/METADATA")), None)
+            metadata = archive.read(name).decode() if name else ""
+        found += [
+            f"{line.split(':', 1)[1].strip()} ({wheel.name.split('-')[0]})"
+            for line in metadata.splitlines()
+            if re.match(r"Requires-Dist:\s*torch\b(?!\w)", line) and "extra ==" not in line
+        ]
+    return found
+
+
+def _base_torch_constraint(base_torch: str | None, deps_dir: Path, requirements: Sequence[str]) -> str:
+    """The base-constraints.txt text: ``torch==<base's>`` when the base's torch meets every requirement.
+
+    Raises:
+        SubmitError: the base has a torch that some requirement excludes: pip would install a second
+            torch (the wheelhouse's CPU build) that shadows the base's GPU one.
+    """
+    if base_torch is None:
+        return ""
+    version = Version(base_torch).public  # 2.8.0+cu128 -> 2.8.0
+    unmet = [
+        r
+        for r in _torch_requirements(deps_dir, requirements)
+        if Version(version) not in Requirement(r.split(" (")[0]).specifier
+    ]
+    if unmet:
+        raise SubmitError(
+            f"the base image's torch {base_torch} does not meet {', '.join(unmet)}: pip would add a second "
+            f"torch beside it; use a base whose torch does, e.g. {' or '.join(GPU_BASE_EXAMPLES)}, or a base "
+            "without torch for a CPU image"
+        )
+    return f"torch=={version}\n"
+
+
+def _assemble_context(
+    work: Path, wheel: Path, deps_dir: Path, bundles_dir: Path, sockets: Path, base_constraints: str
+) -> Path:
     """``work/context``: Dockerfile, .dockerignore, wheelhouse/{deps,project}, bundles, sockets.json."""
     context = work / "context"
     shutil.rmtree(context, ignore_errors=True)
@@ -298,6 +346,7 @@ def _assemble_context(work: Path, wheel: Path, deps_dir: Path, bundles_dir: Path
     shutil.copy2(REPO / "containers" / ".dockerignore", context / ".dockerignore")
     _link_tree(deps_dir, context / "wheelhouse" / "deps")
     (context / "wheelhouse" / "deps" / ".stamp").unlink(missing_ok=True)
+    (context / "wheelhouse" / "deps" / BASE_CONSTRAINTS).write_text(base_constraints)
     shutil.copy2(wheel, context / "wheelhouse" / "project" / wheel.name)
     _link_tree(bundles_dir, context / "bundles")
     shutil.copy2(sockets, context / "sockets.json")
@@ -851,18 +900,20 @@ def _submit(args: argparse.Namespace) -> int:
                 f"{args.base_image} has Python {base['python']}; the wheelhouse is built for this machine's "
                 f"Python {host_python}: use a base image with Python {host_python}"
             )
-        if base["torch"]:
-            _say(f"base image provides torch {base['torch'][0]} (CUDA {base['torch'][1]}); it is kept")
         started = time.perf_counter()
         backends = {json.loads((b.path / "bundle.json").read_text()).get("backend", "torch") for b in staged}
         extras = ["paddle"] if "paddle" in backends else []
         if extras:
             _say("a bundle uses the paddle backend: the image gets the paddle extra (paddlepaddle, CPU build)")
-        wheel, deps_dir, _ = _wheelhouse(python, work, args.refresh_wheelhouse, extras)
+        wheel, deps_dir, requirements = _wheelhouse(python, work, args.refresh_wheelhouse, extras)
         timings["wheelhouse"] = round(time.perf_counter() - started, 1)
+        base_torch = base["torch"][0] if base["torch"] else None
+        base_constraints = _base_torch_constraint(base_torch, deps_dir, requirements)
+        if base_torch:
+            _say(f"base image provides torch {base_torch} (CUDA {base['torch'][1]}): it is the image's only torch")
         sockets_file = work / "sockets.json"
         sockets_file.write_text(json.dumps(interfaces_json(plugin, interfaces), indent=2) + "\n")
-        context = _assemble_context(work, wheel, deps_dir, work / "bundles", sockets_file)
+        context = _assemble_context(work, wheel, deps_dir, work / "bundles", sockets_file, base_constraints)
         build_log = work / "docker-build.log"
         timings["build"] = round(_docker_build(context, tag, args.base_image, plugin.name, build_log, args.api), 1)
         inspect = json.loads(_run(["docker", "image", "inspect", tag], "docker image inspect").stdout)[0]
@@ -877,10 +928,12 @@ def _submit(args: argparse.Namespace) -> int:
                 "python",
                 tag,
                 "-c",
-                "import torch, eyegc.common.bundle as b; print(torch.__version__, b.eyegc_version())",
+                "import torch, eyegc.common.bundle as b; print(torch.__version__, b.eyegc_version(), torch.__file__)",
             ],
             "checking the image's python",
         ).stdout.split()
+        if base_torch and probe[2].startswith("/opt/venv/"):
+            raise SubmitError(f"the image imports torch from {probe[2]}, not the base image's torch {base_torch}")
         labels = inspect.get("Config", {}).get("Labels") or {}
         if labels.get(API_METHOD_LABEL) != args.api or SOCKETS_LABEL not in labels:
             raise SubmitError(f"the built image lacks its labels {API_METHOD_LABEL}={args.api} and {SOCKETS_LABEL}")

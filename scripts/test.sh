@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): set up .venv, lint, run every test, then the
 # container end to end (./submit.sh drac22-task1 --demo and goals-glaucoma --demo: image sockets and a
-# JSON value socket; then goals-glaucoma with a PaddlePaddle bundle: the image gets the paddle extra;
+# JSON value socket, exec and invoke mode; then goals-glaucoma with a PaddlePaddle bundle: the image gets
+# the paddle extra; then an image on a base that has its own torch: exactly one torch, the base's;
 # build, offline test runs, export).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 # EYEGC_SKIP_CONTAINER=1 skips the container stage.
@@ -25,7 +26,7 @@ if [ "${EYEGC_SKIP_CONTAINER:-0}" = 1 ]; then
   echo "test.sh: container stage skipped (EYEGC_SKIP_CONTAINER=1)"
   exit 0
 fi
-echo "== container end to end: ./submit.sh drac22-task1 --demo, goals-glaucoma --demo, goals-glaucoma with a paddle bundle"
+echo "== container end to end: drac22-task1 --demo, goals-glaucoma --demo, goals-glaucoma with a paddle bundle, drac22-task1 on a base with its own torch"
 started=$(date +%s)
 export EYEGC_DOCKERD_PIDFILE="${TMPDIR:-/tmp}/eyegc-dockerd-test-$$.pid"
 stop_engine() {
@@ -48,6 +49,11 @@ if scripts/docker-engine.sh; then
     --backend paddle --network-kwargs '{"depth": 18}' --epochs 2 --folds 2 --input-size 200,276 --device cpu
   ./submit.sh goals-glaucoma --model build/test-paddle-gc --data demo/goals-glaucoma/data --max-cases 2 \
     --tag eyegc-goals-glaucoma-paddle --base-image "$base_image" --out build/test-dist
+  # A base image that carries its own torch (as pytorch/pytorch images do): the image must use it and
+  # hold no second torch (the build checks both).
+  containers/make_torch_base_image.sh eyegc-base-torch:bookworm "$base_image"
+  ./submit.sh drac22-task1 --demo --no-test --tag eyegc-drac22-task1-basetorch --base-image eyegc-base-torch:bookworm \
+    --out build/test-dist
 elif [ -n "${CI:-}" ]; then
   echo "test.sh: CI needs a Docker engine for the container stage" >&2
   exit 1

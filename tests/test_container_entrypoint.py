@@ -10,6 +10,7 @@ import shutil
 import socket
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -437,3 +438,19 @@ def test_submit_refuses_a_non_amd64_host_and_finds_a_gpu_by_nvidia_smi(
     monkeypatch.setattr(submit.shutil, "which", lambda name: str(fake))
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert submit._host_has_gpu() is True
+
+
+def test_a_base_torch_is_the_image_s_only_torch_or_the_build_stops(tmp_path: Path) -> None:
+    submit = _load_submit()
+    wheel = tmp_path / "monai-1.6.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        metadata = 'Name: monai\nRequires-Dist: torch>=2.8.0\nRequires-Dist: torchio; extra == "all"\n'
+        archive.writestr("monai-1.6.1.dist-info/METADATA", metadata)
+    requirements = ["torch>=2.1", "monai<2,>=1.3"]
+    assert submit._base_torch_constraint(None, tmp_path, requirements) == ""  # no base torch: the wheelhouse's
+    assert submit._base_torch_constraint("2.13.0+cpu", tmp_path, requirements) == "torch==2.13.0\n"
+    with pytest.raises(submit.SubmitError) as raised:
+        submit._base_torch_constraint("2.4.0", tmp_path, requirements)
+    message = str(raised.value)
+    assert "torch 2.4.0 does not meet torch>=2.8.0 (monai): pip would add a second torch" in message
+    assert "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime" in message
