@@ -62,10 +62,12 @@ __all__ = [
     "main",
     "output_values",
     "platform_socket",
+    "read_input_image",
     "read_inputs_json",
     "read_output_values",
     "resolve_case_inputs",
     "run_case",
+    "to_geometry",
 ]
 
 #: Written by the platform beside the socket folders.
@@ -390,13 +392,15 @@ def run_case(
         raise EyegcError(f"{plugin.name} has {len(inputs.images)} input images; the predictor takes one")
     _check_output_free(output_dir, inputs.interface.outputs)
     ((slug, path),) = inputs.images.items()
-    image = plugin.read_image(path)
+    image, geometry = read_input_image(plugin, path)
     read_done = time.perf_counter()
     masks, probabilities = predictor.predict(image)
     predict_done = time.perf_counter()
     values = output_values(plugin, masks, probabilities, inputs.interface.outputs)
+    if geometry is not None:
+        values = {socket: to_geometry(value, socket, geometry) for socket, value in values.items()}
     for socket, value in values.items():
-        if isinstance(value, np.ndarray) and value.shape != image.shape[-2:]:
+        if isinstance(value, np.ndarray) and value.shape != (geometry or image.shape[-2:]):
             raise EyegcError(f"output {socket.slug} is {value.shape}, its input {path} is {image.shape[-2:]}")
     written = _write_outputs(output_dir, values)
     done = time.perf_counter()
@@ -418,6 +422,51 @@ def run_case(
         "values": {s.slug: v for s, v in values.items() if not isinstance(v, np.ndarray)},
     }
     return summary
+
+
+def read_input_image(plugin: TaskPlugin, path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The input image for the network, and the input's own (H, W) when it had to be resampled.
+
+    The platform may hand over an image of another size than the task's (a re-export, a scanner
+    variant): it is resampled to the task's size for the network, with a warning, and the outputs
+    go back to the input's geometry (:func:`to_geometry`), rather than the case failing.
+
+    Raises:
+        DataError: the image is unreadable, or wrong for another reason than its size.
+    """
+    from eyegc.common.imageio import read_image_array
+    from PIL import Image
+
+    try:
+        return plugin.read_image(path), None
+    except DataError:
+        raw = read_image_array(path)
+        expected = plugin.image_size
+        if expected is None or tuple(raw.shape[-2:]) == tuple(expected) or raw.dtype != np.uint8:
+            raise
+    height, width = raw.shape[-2:]
+    channels = [Image.fromarray(c).resize((expected[1], expected[0]), Image.BILINEAR) for c in raw]
+    resized = Image.merge("RGB", channels) if len(channels) == 3 else channels[0]
+    with tempfile.TemporaryDirectory(prefix="eyegc-resampled-") as folder:
+        resampled = Path(folder) / "resampled.png"
+        resized.save(resampled)
+        image = plugin.read_image(resampled)
+    _log(
+        f"warning: {path} is {width}x{height}; {plugin.name} images are {expected[1]}x{expected[0]}: resampled "
+        "for the network, outputs written at the input's size",
+        problem=True,
+    )
+    return image, (height, width)
+
+
+def to_geometry(value: Any, socket: Socket, geometry: tuple[int, int]) -> Any:
+    """An image output resized to the input's (H, W): labels by nearest neighbour, probabilities linearly."""
+    if not isinstance(value, np.ndarray):
+        return value
+    from skimage.transform import resize
+
+    order = 1 if socket.content == "probability" else 0
+    return resize(value, geometry, order=order, preserve_range=True, anti_aliasing=False).astype(value.dtype)
 
 
 def layout_case(

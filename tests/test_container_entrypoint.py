@@ -272,12 +272,13 @@ def test_truncated_image(
     _assert_no_output(output)
 
 
-def test_wrong_size_image_names_the_file(
+def test_a_wrong_size_image_that_cannot_be_resampled_names_the_file(
     plugin: TaskPlugin, predictor: Predictor, case_input: Path, tmp_path: Path
 ) -> None:
+    """An 8-bit image of another size is resampled (test_container_outputs); a 16-bit one is refused."""
     folder = case_input / IMAGE_SOCKET
     path = next(folder.iterdir())
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((512, 512), np.uint8)), str(path))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((512, 512), np.uint16)), str(path))
     with pytest.raises(DataError, match=re.escape(str(path))):
         run_case(plugin, predictor, case_input, tmp_path / "output")
     _assert_no_output(tmp_path / "output")

@@ -93,3 +93,23 @@ def test_an_existing_value_file_is_refused(tmp_path: Path) -> None:
         run_case(
             get_task("goals-glaucoma"), FixedPredictor(np.array([1]), np.array([[0.5, 0.5]])), case, tmp_path / "output"
         )
+
+
+@pytest.mark.parametrize("size", [(512, 512), (1000, 1200)])
+def test_an_input_of_another_size_is_resampled_with_a_warning(
+    size: tuple[int, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The platform may hand over another size: processed at the task's size, written at the input's."""
+    plugin = get_task("drac22-task1")
+    masks = np.zeros((3, 1024, 1024), np.uint8)
+    masks[0, :512, :512] = 1  # the top-left quarter
+    probabilities = masks.astype(np.float32) * 0.8
+    image = np.full(size, 90, np.uint8)
+    case = _case("drac22-task1", image, tmp_path)
+    run_case(plugin, FixedPredictor(masks, probabilities), case, tmp_path / "output")
+    values = read_output_values(plugin, tmp_path / "output")
+    irma = values["irma-segmentation"]
+    assert irma.shape == size and set(np.unique(irma).tolist()) == {0, 1}
+    assert irma[: size[0] // 2 - 2, : size[1] // 2 - 2].all() and not irma[size[0] // 2 + 2 :].any()
+    err = capsys.readouterr().err
+    assert f"is {size[1]}x{size[0]}; drac22-task1 images are 1024x1024: resampled for the network" in err
