@@ -439,18 +439,24 @@ def read_input_image(plugin: TaskPlugin, path: Path) -> tuple[np.ndarray, tuple[
 
     try:
         return plugin.read_image(path), None
-    except DataError:
+    except DataError as error:
+        refusal = error
         raw = read_image_array(path)
         expected = plugin.image_size
         if expected is None or tuple(raw.shape[-2:]) == tuple(expected) or raw.dtype != np.uint8:
             raise
     height, width = raw.shape[-2:]
+    if len(raw) not in (1, 3):
+        raise refusal  # only grey and RGB images are resampled
     channels = [Image.fromarray(c).resize((expected[1], expected[0]), Image.BILINEAR) for c in raw]
     resized = Image.merge("RGB", channels) if len(channels) == 3 else channels[0]
     with tempfile.TemporaryDirectory(prefix="eyegc-resampled-") as folder:
         resampled = Path(folder) / "resampled.png"
         resized.save(resampled)
-        image = plugin.read_image(resampled)
+        try:
+            image = plugin.read_image(resampled)
+        except DataError:
+            raise refusal from None  # wrong in another way too: the message names the user's file
     _log(
         f"warning: {path} is {width}x{height}; {plugin.name} images are {expected[1]}x{expected[0]}: resampled "
         "for the network, outputs written at the input's size",
@@ -701,7 +707,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from eyegc.common.registry import get_task
 
         plugin = get_task(args.task)
-        interfaces = read_interfaces(args.sockets, plugin) if args.sockets.is_file() else default_interfaces(plugin)
+        # Only the baked file may be absent (an image without a mapping serves the task's own sockets);
+        # a --sockets the user names must exist.
+        use_own = args.sockets == BAKED_SOCKETS and not args.sockets.is_file()
+        interfaces = default_interfaces(plugin) if use_own else read_interfaces(args.sockets, plugin)
         api = look_up_option(args.api, API_METHODS, what="API method (--api, EYEGC_API_METHOD)")
         if api == "invoke":
             _serve_cases(plugin, interfaces, args)

@@ -10,7 +10,6 @@ platform's upload limit. Nothing is uploaded.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import tarfile
@@ -149,6 +148,13 @@ def compare_interfaces(image: Sequence[Interface], platform: Sequence[Interface]
         matched.append(interface.key)
         problems += _compare_sockets("inputs", interface.inputs, theirs.inputs, where)
         problems += _compare_sockets("outputs", interface.outputs, theirs.outputs, where)
+    served = {i.key for i in image}
+    problems += [
+        f"the algorithm's socket set with inputs {list(i.key)} has no counterpart in the image: jobs given those "
+        "inputs would fail"
+        for i in platform
+        if i.key not in served
+    ]
     return Comparison(tuple(problems), tuple(matched))
 
 
@@ -160,8 +166,8 @@ def image_sockets(path: Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as stream:
+        # "r|*" reads a plain or a gzipped tar alike (`docker save -o x.tar.gz` writes it uncompressed).
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as stream:
             # A streamed archive cannot seek back: keep the small JSON members, then find the config.
             small = {}
             for member in stream:

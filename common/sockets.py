@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from eyegc.common.errors import EyegcError
-from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskPlugin
+from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskKind, TaskPlugin
 
 __all__ = [
     "CONTENT_KINDS",
+    "CONTENT_TASK_KINDS",
     "KIND_SUPER_KINDS",
     "SOCKETS_LABEL",
     "Interface",
@@ -80,6 +81,16 @@ CONTENT_KINDS: dict[str, tuple[str, ...]] = {
 
 #: The image label that holds the socket mapping (the same JSON as the image's /opt/app/sockets.json).
 SOCKETS_LABEL = "org.eyegc.sockets"
+
+#: What eyegc writes -> the kinds of task that predict it: a per-class mask needs one sigmoid channel
+#: per class, a label map one class per pixel, grades and likelihoods a classification head.
+CONTENT_TASK_KINDS: dict[str, tuple[TaskKind, ...]] = {
+    "mask": (TaskKind.MULTILABEL_SEGMENTATION,),
+    "probability": (TaskKind.MULTILABEL_SEGMENTATION, TaskKind.MULTICLASS_SEGMENTATION),
+    "label_map": (TaskKind.MULTICLASS_SEGMENTATION,),
+    "grade": (TaskKind.CLASSIFICATION,),
+    "likelihood": (TaskKind.CLASSIFICATION,),
+}
 
 #: Kinds an input image socket may have (eyegc reads one image file per input socket).
 INPUT_KINDS = ("Image",)
@@ -153,10 +164,22 @@ def _check_socket(plugin: TaskPlugin, socket: Socket, where: str, output: bool) 
             f"{where}: a {socket.content} ({SOCKET_CONTENTS[socket.content]}) cannot go to a socket of kind "
             f"{socket.kind}; use kind {' or '.join(kinds)}"
         )
+    if plugin.kind not in CONTENT_TASK_KINDS[socket.content]:
+        raise SocketError(f"{where}: {plugin.name} ({plugin.kind.value}) predicts no {socket.content}")
     keys = [c.key for c in plugin.classes]
-    if socket.content != "label_map" and socket.class_key not in keys:
+    if socket.content == "label_map":
+        if socket.class_key is not None:
+            raise SocketError(f"{where}: a label_map carries every class; leave class_key out")
+        return
+    if socket.class_key not in keys:
         raise SocketError(
             f"{where}: class_key {socket.class_key!r} is not a class of {plugin.name} ({', '.join(keys)})"
+        )
+    head = plugin.classes[keys.index(socket.class_key)]
+    if socket.content == "likelihood" and head.num_classes != 2:
+        raise SocketError(
+            f"{where}: a likelihood is the probability of grade 1 of a two-grade head; {head.key} has "
+            f"{head.num_classes} grades: write its grade (content grade) instead"
         )
 
 
@@ -191,8 +214,13 @@ def _socket(entry: object, where: str) -> Socket:
     missing = [name for name in ("slug", "relative_path", "super_kind", "kind") if name not in entry]
     if missing:
         raise SocketError(f"{where}: missing {', '.join(missing)}")
-    if not all(isinstance(value, str) or value is None for value in entry.values()):
-        raise SocketError(f"{where}: every field is a string")
+    wrong = sorted(
+        name
+        for name, value in entry.items()
+        if not (isinstance(value, str) or (value is None and name in _OUTPUT_ONLY))
+    )
+    if wrong:
+        raise SocketError(f"{where}: {', '.join(wrong)} must be text (only class_key and content may be null)")
     return Socket(**entry)
 
 

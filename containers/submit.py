@@ -562,12 +562,18 @@ _HTTP_CALL = (
 )
 
 
-def _replace_contents(folder: Path, source: Path | None) -> None:
+def _replace_contents(folder: Path, source: Path) -> None:
     """Empty ``folder`` (kept: it is bind-mounted) and copy ``source``'s contents in, as the runner stages a case."""
     for path in folder.iterdir():
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    if source is not None:
-        shutil.copytree(source, folder, dirs_exist_ok=True)
+    shutil.copytree(source, folder, dirs_exist_ok=True)
+
+
+def _container_running(container_id: str) -> bool:
+    state = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", container_id], capture_output=True, text=True, check=False
+    )
+    return state.stdout.strip() == "true"
 
 
 def _container_call(container_id: str, endpoint: str, port: int) -> int:
@@ -602,11 +608,14 @@ def _docker_invoke_cases(
         while _container_call(container_id, "health", DEFAULT_PORT) != 200:
             if time.monotonic() > deadline:
                 raise SubmitError("invoke mode: GET /health did not answer 200 within 300 s")
+            if not _container_running(container_id):
+                raise SubmitError("invoke mode: the container exited before GET /health answered")
             time.sleep(1)
         seconds = []
         for case in cases:
             _replace_contents(staged, case.input_dir)
-            _replace_contents(out, None)
+            # Emptied from inside: the container's user owns what it wrote there, not this host's user.
+            _run(["docker", "exec", container_id, "find", "/output", "-mindepth", "1", "-delete"], "emptying /output")
             started = time.perf_counter()
             status = _container_call(container_id, "invoke", DEFAULT_PORT)
             seconds.append(round(time.perf_counter() - started, 2))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import FixedPredictor
 from eyegc.common.container import layout_case, read_output_values, run_case
-from eyegc.common.errors import EyegcError
+from eyegc.common.errors import DataError, EyegcError
 from eyegc.common.imageio import write_png
 from eyegc.common.registry import get_task
 from eyegc.common.sockets import Interface, check_interface, default_interfaces
@@ -113,3 +113,12 @@ def test_an_input_of_another_size_is_resampled_with_a_warning(
     assert irma[: size[0] // 2 - 2, : size[1] // 2 - 2].all() and not irma[size[0] // 2 + 2 :].any()
     err = capsys.readouterr().err
     assert f"is {size[1]}x{size[0]}; drac22-task1 images are 1024x1024: resampled for the network" in err
+
+
+def test_a_wrong_size_input_wrong_in_another_way_names_the_user_s_file(tmp_path: Path) -> None:
+    """A grey 500x500 image for the RGB DRIVE task: the message names the input, not a resampled copy."""
+    case = _case("drive-vessels", np.full((500, 500), 90, np.uint8), tmp_path)
+    masks = np.zeros((1, 584, 565), np.uint8)
+    with pytest.raises(DataError) as raised:
+        run_case(get_task("drive-vessels"), FixedPredictor(masks, masks.astype(np.float32)), case, tmp_path / "out")
+    assert str(raised.value).startswith(str(case / "images" / "color-fundus")) and "resampled" not in str(raised.value)

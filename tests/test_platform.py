@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import version
 from pathlib import Path
@@ -23,7 +24,7 @@ from eyegc.common import platform
 from eyegc.common.cli import main
 from eyegc.common.errors import EyegcError
 from eyegc.common.registry import get_task
-from eyegc.common.sockets import SOCKETS_LABEL, default_interfaces, interfaces_json
+from eyegc.common.sockets import SOCKETS_LABEL, Interface, default_interfaces, interfaces_json
 
 pytest.importorskip("gcapi")
 
@@ -173,6 +174,16 @@ def test_an_output_the_platform_expects_and_the_image_lacks(
     )
 
 
+def test_a_platform_set_the_image_cannot_serve_is_a_mismatch() -> None:
+    (default,) = default_interfaces(get_task("drive-vessels"))
+    other = Interface((replace(default.inputs[0], slug="oct-b-scan"),), default.outputs)
+    comparison = platform.compare_interfaces([default], [default, other])
+    assert comparison.problems == (
+        "the algorithm's socket set with inputs ['oct-b-scan'] has no counterpart in the image: jobs given those "
+        "inputs would fail",
+    )
+
+
 def test_a_sockets_file_that_fixes_the_mismatch(
     api_url: str, token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,6 +237,10 @@ def test_an_exported_image_is_checked_by_its_label_and_size(
     assert _check(api_url, "drive-ok", "--image", str(image)) == 2
     assert "the platform takes images up to" in capsys.readouterr().err
     monkeypatch.undo()
+    plain = tmp_path / "saved-without-gzip.tar.gz"  # `docker save -o x.tar.gz` writes a plain tar
+    with gzip.open(image) as source:
+        plain.write_bytes(source.read())
+    assert platform.image_sockets(plain)["task"] == "drive-vessels"
     bare = _saved_image(tmp_path / "other.tar.gz", {})
     with pytest.raises(EyegcError, match=f"has no {SOCKETS_LABEL} label: build the image with ./submit.sh"):
         platform.image_sockets(bare)

@@ -92,6 +92,51 @@ BAD_MAPPINGS = {
 }
 
 
+def _document(task: str) -> dict[str, Any]:
+    plugin = get_task(task)
+    return interfaces_json(plugin, default_interfaces(plugin))
+
+
+#: Contents a task does not predict: refused before the build, not written wrong or crashed on.
+CONTENT_MISMATCHES = {
+    "label map of a multi-label task": (
+        "drac22-task1",
+        {"content": "label_map", "class_key": None},
+        "drac22-task1 (multilabel_segmentation) predicts no label_map",
+    ),
+    "grade of a segmentation task": (
+        "drive-vessels",
+        {"content": "grade", "kind": "Integer", "super_kind": "Value", "relative_path": "vessel.json"},
+        "predicts no grade",
+    ),
+    "mask of a classification task": (
+        "goals-glaucoma",
+        {"content": "mask", "kind": "Segmentation", "super_kind": "Image", "relative_path": "images/gc"},
+        "goals-glaucoma (classification) predicts no mask",
+    ),
+    "label map with a class key": ("goals-layers", {"class_key": "bogus"}, "a label_map carries every class"),
+    "likelihood of a five-grade head": (
+        "idrid-grading",
+        {"content": "likelihood", "kind": "Float"},
+        "dr has 5 grades: write its grade (content grade) instead",
+    ),
+    "null slug": ("drive-vessels", {"slug": None}, "slug must be text (only class_key and content may be null)"),
+    "number as kind": ("drive-vessels", {"kind": 3}, "kind must be text"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTENT_MISMATCHES))
+def test_a_content_the_task_does_not_predict_is_refused(name: str, tmp_path: Path) -> None:
+    task, fields_, message = CONTENT_MISMATCHES[name]
+    document = _document(task)
+    document["interfaces"][0]["outputs"][0].update(fields_)
+    path = tmp_path / "sockets.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(SocketError) as raised:
+        read_interfaces(path, get_task(task))
+    assert str(raised.value).startswith(str(path)) and message in str(raised.value), str(raised.value)
+
+
 @pytest.mark.parametrize("name", sorted(BAD_MAPPINGS))
 def test_a_bad_mapping_is_one_error_naming_the_file(name: str, tmp_path: Path) -> None:
     document, message = BAD_MAPPINGS[name]
@@ -167,3 +212,5 @@ def test_the_container_reads_a_sockets_file(tmp_path: Path, capsys: pytest.Captu
     sockets.write_text("{}")
     assert main([*args, "--sockets", str(sockets)]) == 2
     assert f"{sockets}: expected" in capsys.readouterr().err
+    assert main([*args, "--sockets", str(tmp_path / "typo.json")]) == 2  # never a silent fallback
+    assert "socket file not found" in capsys.readouterr().err
