@@ -843,6 +843,313 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+@dataclass
+class TestRun:
+    """What the test runs of one ``submit.sh`` call share: the task, the image and the folder."""
+
+    plugin: Any
+    interfaces: tuple[Interface, ...]
+    tag: str
+    root: Path
+    args: argparse.Namespace
+    use_docker: bool
+    image: dict[str, Any]
+
+    @property
+    def interface(self) -> Interface:
+        """The socket set the sample cases are laid out for (the first)."""
+        return self.interfaces[0]
+
+
+def _build_image(
+    args: argparse.Namespace,
+    plugin: Any,
+    interfaces: Sequence[Interface],
+    staged: Sequence[StagedBundle],
+    work: Path,
+    tag: str,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Wheelhouse, context and ``docker build``; checks the image's torch and labels. Returns its manifest entry."""
+    _check_host_architecture(os.uname().machine)
+    _step(f"image {tag} from {args.base_image}")
+    _ensure_base_image(args.base_image)
+    base = _probe_base(args.base_image)
+    host_python = "{}.{}".format(*sys.version_info[:2])
+    if base["python"] != host_python:
+        raise SubmitError(
+            f"{args.base_image} has Python {base['python']}; the wheelhouse is built for this machine's "
+            f"Python {host_python}: use a base image with Python {host_python}"
+        )
+    started = time.perf_counter()
+    backends = {json.loads((b.path / "bundle.json").read_text()).get("backend", "torch") for b in staged}
+    extras = ["paddle"] if "paddle" in backends else []
+    if extras:
+        _say("a bundle uses the paddle backend: the image gets the paddle extra (paddlepaddle, CPU build)")
+    wheel, deps_dir, requirements = _wheelhouse(sys.executable, work, args.refresh_wheelhouse, extras)
+    timings["wheelhouse"] = round(time.perf_counter() - started, 1)
+    base_torch = base["torch"][0] if base["torch"] else None
+    base_constraints = _base_torch_constraint(base_torch, deps_dir, requirements)
+    if base_torch:
+        _say(f"base image provides torch {base_torch} (CUDA {base['torch'][1]}): it is the image's only torch")
+    sockets_file = work / "sockets.json"
+    sockets_file.write_text(json.dumps(interfaces_json(plugin, interfaces), indent=2) + "\n")
+    context = _assemble_context(work, wheel, deps_dir, work / "bundles", sockets_file, base_constraints)
+    build_log = work / "docker-build.log"
+    timings["build"] = round(_docker_build(context, tag, args.base_image, plugin.name, build_log, args.api), 1)
+    inspect = json.loads(_run(["docker", "image", "inspect", tag], "docker image inspect").stdout)[0]
+    code = "import torch, eyegc.common.bundle as b; print(torch.__version__, b.eyegc_version(), torch.__file__)"
+    probe = _run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "python", tag, "-c", code],
+        "checking the image's python",
+    ).stdout.split()
+    if base_torch and probe[2].startswith("/opt/venv/"):
+        raise SubmitError(f"the image imports torch from {probe[2]}, not the base image's torch {base_torch}")
+    labels = inspect.get("Config", {}).get("Labels") or {}
+    if labels.get(API_METHOD_LABEL) != args.api or SOCKETS_LABEL not in labels:
+        raise SubmitError(f"the built image lacks its labels {API_METHOD_LABEL}={args.api} and {SOCKETS_LABEL}")
+    _say(
+        f"built {tag} ({inspect['Id'][7:19]}, {inspect['Size'] / 1e9:.2f} GB, torch {probe[0]}, "
+        f"eyegc {probe[1]}) in {timings['build']:.0f} s (build log {build_log})"
+    )
+    return {
+        "tag": tag,
+        "id": inspect["Id"],
+        "api_method": args.api,
+        "size_bytes": inspect["Size"],
+        "base_image": args.base_image,
+        "torch": probe[0],
+        "eyegc_version": probe[1],
+    }
+
+
+def _say_case(row: dict[str, Any]) -> None:
+    if row["peak_memory_bytes"]:
+        memory = f"peak memory {row['peak_memory_bytes'] / 2**20:.0f} MiB (container)"
+    else:
+        memory = f"peak RSS {row['peak_rss_mib']:.0f} MiB (this process)"
+    start = row["start_to_prediction_s"]
+    timing = f" (container start to prediction {start:.1f} s)" if start is not None else ""
+    equal = "equal to eyegc predict"
+    if not row["equal_to_eyegc_predict"]:
+        equal = f"{row['differing_pixels']} px differ from eyegc predict (within tolerance)"
+    _say(f"case {row['case']}: ok in {row['seconds']:.1f} s{timing}, {memory}, {row['device']}, {equal}")
+
+
+def _exec_runs(
+    run: TestRun, cases: Sequence[SampleCase], reference: Sequence[Reference], bundles: Sequence[Path], exact: bool
+) -> list[dict[str, Any]]:
+    """Exec mode: a container per case (or the entrypoint in-process without Docker), each checked."""
+    from eyegc.common.container import run_case
+
+    args, plugin = run.args, run.plugin
+    predictor = None
+    if not run.use_docker:
+        from eyegc.common.bundle import load_bundle
+        from eyegc.common.inference import Predictor
+
+        predictor = Predictor(plugin, [load_bundle(p, task=plugin.name) for p in bundles], args.tta, "cpu")
+    rows = []
+    for case, ref in zip(cases, reference, strict=True):
+        out = run.root / case.case_id / "output"
+        if run.use_docker:
+            result = _docker_run_case(run.tag, case, out, args.memory, args.gpus)
+        else:
+            started = time.perf_counter()
+            summary = run_case(plugin, predictor, case.input_dir, out, run.interfaces)
+            summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            result = {"seconds": round(time.perf_counter() - started, 2), "container": summary}
+        values = _check_outputs(plugin, case, out, run.interface)
+        row = {
+            "case": case.case_id,
+            "seconds": result["seconds"],
+            "start_to_prediction_s": result.get("start_to_prediction_s"),
+            "peak_memory_bytes": result.get("peak_memory_bytes"),
+            "peak_rss_mib": result["container"].get("peak_rss_mib"),
+            "device": result["container"].get("device"),
+            **_compare(plugin, case, values, ref, exact, run.interface),
+        }
+        rows.append(row)
+        _say_case(row)
+    return rows
+
+
+def _invoke_and_model_dir_runs(
+    run: TestRun,
+    cases: Sequence[SampleCase],
+    reference: Sequence[Reference],
+    rows: list[dict[str, Any]],
+    exact: bool,
+    work: Path,
+) -> None:
+    """Invoke mode on every case (its times added to ``rows``), then one run with /opt/ml/model mounted."""
+    args, plugin = run.args, run.plugin
+
+    def check(case: SampleCase, out: Path) -> None:
+        values = _check_outputs(plugin, case, out, run.interface)
+        _compare(plugin, case, values, reference[cases.index(case)], exact, run.interface)
+
+    invoke_seconds = _docker_invoke_cases(run.tag, cases, run.root, args.memory, args.gpus, check)
+    for row, seconds in zip(rows, invoke_seconds, strict=True):
+        row["invoke_seconds"] = seconds
+    exec_mean = sum(r["seconds"] for r in rows) / len(rows)
+    warm = sum(invoke_seconds) / len(invoke_seconds)
+    _say(
+        f"invoke mode: one container served {len(cases)} case(s), {warm:.2f} s/case warm against "
+        f"{exec_mean:.2f} s/case in exec mode (a container per case); outputs equal"
+    )
+    # The uploaded model.tar.gz lands in /opt/ml/model and must win over the baked bundles.
+    model_dir = run.root / "opt-ml-model"
+    tar_probe = run.root / "model-probe.tar.gz"
+    _tar_model(work / "bundles", tar_probe)
+    with tarfile.open(tar_probe) as archive:
+        archive.extractall(model_dir, filter="data")  # our own archive; the filter refuses odd paths
+    out = run.root / "model-dir-output"
+    result = _docker_run_case(run.tag, cases[0], out, args.memory, args.gpus, model_dir)
+    if "/opt/ml/model" not in result["log"]:
+        raise SubmitError("with /opt/ml/model mounted the container did not load its bundles from there")
+    _compare(plugin, cases[0], _check_outputs(plugin, cases[0], out, run.interface), reference[0], exact, run.interface)
+    _say("model.tar.gz layout: /opt/ml/model is used ahead of the baked bundles, same outputs")
+
+
+def _container_scores(plugin: Any, cases: Sequence[SampleCase], reference: Sequence[Reference]) -> dict | None:
+    """The local leaderboard of the cases with ground truth (the container's outputs equal the reference)."""
+    from eyegc.common.evaluation import format_leaderboard
+
+    with_truth = [(c, r) for c, r in zip(cases, reference, strict=True) if c.has_truth]
+    if not with_truth:
+        return None
+    probabilities = [r.probabilities for _, r in with_truth]
+    result = plugin.metric(
+        plugin.name,
+        [r.prediction for _, r in with_truth],
+        [plugin.read_target(c.case) for c, _ in with_truth],
+        [c.case_id for c, _ in with_truth],
+        probabilities=None if any(p is None for p in probabilities) else probabilities,
+        rois=[plugin.read_roi(c.case) for c, _ in with_truth],
+    )
+    _say("\n" + format_leaderboard(result).replace("Local leaderboard", "Local leaderboard of the container"))
+    return result.to_json_dict()
+
+
+def _test_runs(
+    run: TestRun, staged: Sequence[StagedBundle], data: Path, work: Path
+) -> tuple[list[dict[str, Any]], dict | None]:
+    """Every test run of the platform's kind; returns the per-case rows and the container's local scores."""
+    import torch
+
+    _step("test runs, the platform's way")
+    for old in work.glob("test-*"):
+        shutil.rmtree(old, ignore_errors=True)  # files the container wrote may not be ours to delete
+    cases = _sample_cases(run.plugin, data, run.root, run.args.max_cases, run.interface)
+    bundles = [b.path for b in staged]
+    reference = _reference_predictions(run.plugin, sys.executable, bundles, cases, run.root, run.args.tta)
+    exact = not (run.use_docker and (run.args.gpus or run.image.get("torch") != torch.__version__))
+    rows = _exec_runs(run, cases, reference, bundles, exact)
+    if run.use_docker:
+        _invoke_and_model_dir_runs(run, cases, reference, rows, exact, work)
+    return rows, _container_scores(run.plugin, cases, reference)
+
+
+def _export(
+    args: argparse.Namespace,
+    plugin: Any,
+    interfaces: Sequence[Interface],
+    staged: Sequence[StagedBundle],
+    image: dict[str, Any],
+    test_rows: list[dict[str, Any]],
+    scores: dict | None,
+    work: Path,
+    tag: str,
+    stamp: str,
+    timings: dict[str, float],
+    total_started: float,
+) -> dict[str, Any]:
+    """The image (when one was built) and model tarballs and the manifest in ``--out``; returns the artifacts."""
+    from eyegc.common.bundle import eyegc_version
+
+    use_docker = bool(image)
+
+    _step("artifacts")
+    name = _safe_name(tag)
+    out_dir = args.out.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifacts: dict[str, Any] = {}
+    if use_docker:
+        image_tar = out_dir / f"{name}-{stamp}.tar.gz"
+        timings["save"] = round(_save_image(tag, image_tar), 1)
+        artifacts["image"] = _artifact(image_tar)
+        _say(f"{image_tar} ({image_tar.stat().st_size / 1e6:.0f} MB) in {timings['save']:.0f} s")
+    model_tar = out_dir / f"{name}-model.tar.gz"
+    _tar_model(work / "bundles", model_tar)
+    artifacts["model"] = _artifact(model_tar)
+    _say(f"{model_tar} ({model_tar.stat().st_size / 1e6:.1f} MB)")
+    timings["total"] = round(time.perf_counter() - total_started, 1)
+    bundles = [
+        {"name": b.path.name, "source": str(b.source), "folds": b.folds, "network": b.network, "checksums": b.checksums}
+        for b in staged
+    ]
+    manifest = {
+        "task": plugin.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "eyegc_version": eyegc_version(),
+        "image": image or None,
+        "artifacts": artifacts,
+        "bundles": bundles,
+        "sockets": interfaces_json(plugin, interfaces),
+        "test_run": {
+            "mode": "docker" if use_docker else "in-process",
+            "memory": args.memory,
+            "gpus": args.gpus,
+            "cases": test_rows,
+        },
+        "local_scores": scores,
+        "seconds": timings,
+    }
+    manifest_path = out_dir / f"{name}-manifest.json"
+    partial = manifest_path.with_name(manifest_path.name + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(partial, manifest_path)
+    _say(f"{manifest_path} (sha256 {sha256_file(manifest_path)[:16]}…)")
+    return artifacts
+
+
+def _print_upload_steps(
+    args: argparse.Namespace,
+    plugin: Any,
+    interfaces: Sequence[Interface],
+    use_docker: bool,
+    artifacts: dict[str, Any],
+    test_root: Path,
+    timings: dict[str, float],
+) -> None:
+    _step("upload to grand-challenge.org")
+    sets = "; or ".join(
+        "inputs: "
+        + ", ".join(f"{s.slug} ({s.relative_path}, {s.kind})" for s in i.inputs)
+        + " → outputs: "
+        + ", ".join(f"{s.slug} ({s.relative_path}, {s.kind})" for s in i.outputs)
+        for i in interfaces
+    )
+    if use_docker:
+        _say(
+            f"1. Your algorithm → Containers → Upload a container image: {artifacts['image']['path']}\n"
+            f"   (settings: GPU {'T4 or better' if args.gpus else 'none is needed (CPU works; a T4 is faster)'}, "
+            f"memory ≥ {args.memory}; wait until the image is 'Ready' and set it active)"
+        )
+    else:
+        _say(
+            "1. Build the image on a machine with Docker: ./submit.sh " + plugin.name + " --model ... --base-image ..."
+        )
+    _say(
+        f"2. Optional: Models → Upload a model: {artifacts['model']['path']} — extracted to /opt/ml/model, it takes "
+        "precedence\n   over the bundles baked into the image (swap weights without re-uploading the image)\n"
+        f"3. The algorithm's sockets must be — {sets}\n"
+        f"4. Try it on one case ('Try-out algorithm') and compare with this run's outputs under {test_root}\n"
+        f"total {timings['total']:.0f} s"
+    )
+
+
 def _submit(args: argparse.Namespace) -> int:
     from eyegc.common.bundle import eyegc_version
     from eyegc.common.registry import get_task
@@ -857,8 +1164,6 @@ def _submit(args: argparse.Namespace) -> int:
     inputs = [("--data", args.data), *(("--model", m) for m in args.model or [])]
     check_outputs([("--out", args.out, OutputKind.FOLDER), ("--work", args.work, OutputKind.FOLDER)], inputs)
     tag = (args.tag or f"eyegc-{plugin.name}").lower()
-    name = _safe_name(tag)
-    python = sys.executable
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -897,236 +1202,16 @@ def _submit(args: argparse.Namespace) -> int:
 
     if args.gpus is None:
         args.gpus = use_docker and _host_has_gpu()
-    image: dict[str, Any] = {}
-    if use_docker:
-        _check_host_architecture(os.uname().machine)
-        _step(f"image {tag} from {args.base_image}")
-        _ensure_base_image(args.base_image)
-        base = _probe_base(args.base_image)
-        host_python = "{}.{}".format(*sys.version_info[:2])
-        if base["python"] != host_python:
-            raise SubmitError(
-                f"{args.base_image} has Python {base['python']}; the wheelhouse is built for this machine's "
-                f"Python {host_python}: use a base image with Python {host_python}"
-            )
-        started = time.perf_counter()
-        backends = {json.loads((b.path / "bundle.json").read_text()).get("backend", "torch") for b in staged}
-        extras = ["paddle"] if "paddle" in backends else []
-        if extras:
-            _say("a bundle uses the paddle backend: the image gets the paddle extra (paddlepaddle, CPU build)")
-        wheel, deps_dir, requirements = _wheelhouse(python, work, args.refresh_wheelhouse, extras)
-        timings["wheelhouse"] = round(time.perf_counter() - started, 1)
-        base_torch = base["torch"][0] if base["torch"] else None
-        base_constraints = _base_torch_constraint(base_torch, deps_dir, requirements)
-        if base_torch:
-            _say(f"base image provides torch {base_torch} (CUDA {base['torch'][1]}): it is the image's only torch")
-        sockets_file = work / "sockets.json"
-        sockets_file.write_text(json.dumps(interfaces_json(plugin, interfaces), indent=2) + "\n")
-        context = _assemble_context(work, wheel, deps_dir, work / "bundles", sockets_file, base_constraints)
-        build_log = work / "docker-build.log"
-        timings["build"] = round(_docker_build(context, tag, args.base_image, plugin.name, build_log, args.api), 1)
-        inspect = json.loads(_run(["docker", "image", "inspect", tag], "docker image inspect").stdout)[0]
-        probe = _run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--entrypoint",
-                "python",
-                tag,
-                "-c",
-                "import torch, eyegc.common.bundle as b; print(torch.__version__, b.eyegc_version(), torch.__file__)",
-            ],
-            "checking the image's python",
-        ).stdout.split()
-        if base_torch and probe[2].startswith("/opt/venv/"):
-            raise SubmitError(f"the image imports torch from {probe[2]}, not the base image's torch {base_torch}")
-        labels = inspect.get("Config", {}).get("Labels") or {}
-        if labels.get(API_METHOD_LABEL) != args.api or SOCKETS_LABEL not in labels:
-            raise SubmitError(f"the built image lacks its labels {API_METHOD_LABEL}={args.api} and {SOCKETS_LABEL}")
-        image = {
-            "tag": tag,
-            "id": inspect["Id"],
-            "api_method": args.api,
-            "size_bytes": inspect["Size"],
-            "base_image": args.base_image,
-            "torch": probe[0],
-            "eyegc_version": probe[1],
-        }
-        _say(
-            f"built {tag} ({inspect['Id'][7:19]}, {inspect['Size'] / 1e9:.2f} GB, torch {probe[0]}, "
-            f"eyegc {probe[1]}) in {timings['build']:.0f} s (build log {build_log})"
-        )
-
+    image = _build_image(args, plugin, interfaces, staged, work, tag, timings) if use_docker else {}
     test_rows: list[dict[str, Any]] = []
     scores = None
     if not args.no_test:
-        _step("test runs, the platform's way")
-        run_root = work / f"test-{stamp}"
-        for old in work.glob("test-*"):
-            shutil.rmtree(old, ignore_errors=True)  # files the container wrote may not be ours to delete
-        cases = _sample_cases(plugin, Path(data), run_root, args.max_cases, interfaces[0])
-        bundle_paths = [b.path for b in staged]
-        reference = _reference_predictions(plugin, python, bundle_paths, cases, run_root, args.tta)
-        import torch
-
-        exact = not (use_docker and (args.gpus or image.get("torch") != torch.__version__))
-        predictor = None
-        if not use_docker:
-            from eyegc.common.bundle import load_bundle
-            from eyegc.common.inference import Predictor
-
-            predictor = Predictor(plugin, [load_bundle(p, task=plugin.name) for p in bundle_paths], args.tta, "cpu")
-        for case, ref in zip(cases, reference, strict=True):
-            out = run_root / case.case_id / "output"
-            if use_docker:
-                result = _docker_run_case(tag, case, out, args.memory, args.gpus)
-            else:
-                from eyegc.common.container import run_case
-
-                started = time.perf_counter()
-                summary = run_case(plugin, predictor, case.input_dir, out, interfaces)
-                summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-                result = {"seconds": round(time.perf_counter() - started, 2), "container": summary}
-            values = _check_outputs(plugin, case, out, interfaces[0])
-            row = {
-                "case": case.case_id,
-                "seconds": result["seconds"],
-                "start_to_prediction_s": result.get("start_to_prediction_s"),
-                "peak_memory_bytes": result.get("peak_memory_bytes"),
-                "peak_rss_mib": result["container"].get("peak_rss_mib"),
-                "device": result["container"].get("device"),
-                **_compare(plugin, case, values, ref, exact, interfaces[0]),
-            }
-            test_rows.append(row)
-            if row["peak_memory_bytes"]:
-                memory = f"peak memory {row['peak_memory_bytes'] / 2**20:.0f} MiB (container)"
-            else:
-                memory = f"peak RSS {row['peak_rss_mib']:.0f} MiB (this process)"
-            start = row["start_to_prediction_s"]
-            timing = f" (container start to prediction {start:.1f} s)" if start is not None else ""
-            equal = "equal to eyegc predict"
-            if not row["equal_to_eyegc_predict"]:
-                equal = f"{row['differing_pixels']} px differ from eyegc predict (within tolerance)"
-            _say(f"case {case.case_id}: ok in {row['seconds']:.1f} s{timing}, {memory}, {row['device']}, {equal}")
-        if use_docker:
-
-            def check(case: SampleCase, out: Path) -> None:
-                values = _check_outputs(plugin, case, out, interfaces[0])
-                _compare(plugin, case, values, reference[cases.index(case)], exact, interfaces[0])
-
-            invoke_seconds = _docker_invoke_cases(tag, cases, run_root, args.memory, args.gpus, check)
-            for row, seconds in zip(test_rows, invoke_seconds, strict=True):
-                row["invoke_seconds"] = seconds
-            exec_mean = sum(r["seconds"] for r in test_rows) / len(test_rows)
-            warm = sum(invoke_seconds) / len(invoke_seconds)
-            _say(
-                f"invoke mode: one container served {len(cases)} case(s), {warm:.2f} s/case warm against "
-                f"{exec_mean:.2f} s/case in exec mode (a container per case); outputs equal"
-            )
-            # The uploaded model.tar.gz lands in /opt/ml/model and must win over the baked bundles.
-            model_dir = run_root / "opt-ml-model"
-            tar_probe = run_root / "model-probe.tar.gz"
-            _tar_model(work / "bundles", tar_probe)
-            with tarfile.open(tar_probe) as archive:
-                archive.extractall(model_dir, filter="data")  # our own archive; the filter refuses odd paths
-            result = _docker_run_case(tag, cases[0], run_root / "model-dir-output", args.memory, args.gpus, model_dir)
-            if "/opt/ml/model" not in result["log"]:
-                raise SubmitError("with /opt/ml/model mounted the container did not load its bundles from there")
-            values = _check_outputs(plugin, cases[0], run_root / "model-dir-output", interfaces[0])
-            _compare(plugin, cases[0], values, reference[0], exact, interfaces[0])
-            _say("model.tar.gz layout: /opt/ml/model is used ahead of the baked bundles, same outputs")
-        # The container's outputs were checked equal to the reference above, so its leaderboard is this one.
-        with_truth = [(c, r) for c, r in zip(cases, reference, strict=True) if c.has_truth]
-        if with_truth:
-            from eyegc.common.evaluation import format_leaderboard
-
-            probabilities = [r.probabilities for _, r in with_truth]
-            result = plugin.metric(
-                plugin.name,
-                [r.prediction for _, r in with_truth],
-                [plugin.read_target(c.case) for c, _ in with_truth],
-                [c.case_id for c, _ in with_truth],
-                probabilities=None if any(p is None for p in probabilities) else probabilities,
-                rois=[plugin.read_roi(c.case) for c, _ in with_truth],
-            )
-            scores = result.to_json_dict()
-            _say("\n" + format_leaderboard(result).replace("Local leaderboard", "Local leaderboard of the container"))
-
-    _step("artifacts")
-    out_dir = args.out.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    artifacts: dict[str, Any] = {}
-    if use_docker:
-        image_tar = out_dir / f"{name}-{stamp}.tar.gz"
-        timings["save"] = round(_save_image(tag, image_tar), 1)
-        artifacts["image"] = _artifact(image_tar)
-        _say(f"{image_tar} ({image_tar.stat().st_size / 1e6:.0f} MB) in {timings['save']:.0f} s")
-    model_tar = out_dir / f"{name}-model.tar.gz"
-    _tar_model(work / "bundles", model_tar)
-    artifacts["model"] = _artifact(model_tar)
-    _say(f"{model_tar} ({model_tar.stat().st_size / 1e6:.1f} MB)")
-    timings["total"] = round(time.perf_counter() - total_started, 1)
-    manifest = {
-        "task": plugin.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "eyegc_version": eyegc_version(),
-        "image": image or None,
-        "artifacts": artifacts,
-        "bundles": [
-            {
-                "name": b.path.name,
-                "source": str(b.source),
-                "folds": b.folds,
-                "network": b.network,
-                "checksums": b.checksums,
-            }
-            for b in staged
-        ],
-        "sockets": interfaces_json(plugin, interfaces),
-        "test_run": {
-            "mode": "docker" if use_docker else "in-process",
-            "memory": args.memory,
-            "gpus": args.gpus,
-            "cases": test_rows,
-        },
-        "local_scores": scores,
-        "seconds": timings,
-    }
-    manifest_path = out_dir / f"{name}-manifest.json"
-    partial = manifest_path.with_name(manifest_path.name + ".partial")
-    partial.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(partial, manifest_path)
-    _say(f"{manifest_path} (sha256 {sha256_file(manifest_path)[:16]}…)")
-
-    _step("upload to grand-challenge.org")
-    sets = "; or ".join(
-        "inputs: "
-        + ", ".join(f"{s.slug} ({s.relative_path}, {s.kind})" for s in i.inputs)
-        + " → outputs: "
-        + ", ".join(f"{s.slug} ({s.relative_path}, {s.kind})" for s in i.outputs)
-        for i in interfaces
+        run = TestRun(plugin, interfaces, tag, work / f"test-{stamp}", args, use_docker, image)
+        test_rows, scores = _test_runs(run, staged, Path(data), work)
+    artifacts = _export(
+        args, plugin, interfaces, staged, image, test_rows, scores, work, tag, stamp, timings, total_started
     )
-    if use_docker:
-        _say(
-            f"1. Your algorithm → Containers → Upload a container image: {artifacts['image']['path']}\n"
-            f"   (settings: GPU {'T4 or better' if args.gpus else 'none is needed (CPU works; a T4 is faster)'}, "
-            f"memory ≥ {args.memory}; wait until the image is 'Ready' and set it active)"
-        )
-    else:
-        _say(
-            "1. Build the image on a machine with Docker: ./submit.sh " + plugin.name + " --model ... --base-image ..."
-        )
-    _say(
-        f"2. Optional: Models → Upload a model: {model_tar} — extracted to /opt/ml/model, it takes precedence\n"
-        "   over the bundles baked into the image (swap weights without re-uploading the image)\n"
-        f"3. The algorithm's sockets must be — {sets}\n"
-        "4. Try it on one case ('Try-out algorithm') and compare with this run's outputs under "
-        f"{work / f'test-{stamp}'}\n"
-        f"total {timings['total']:.0f} s"
-    )
+    _print_upload_steps(args, plugin, interfaces, use_docker, artifacts, work / f"test-{stamp}", timings)
     if not (use_docker or args.no_docker):
         print("submit: no image was built (no Docker engine); pass --no-docker to accept that", file=sys.stderr)
         return 1

@@ -116,6 +116,17 @@ def _one_error_line(err: str) -> str:
     return line
 
 
+def _drac22_with_perfect_predictions(
+    copy_of: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[TaskPlugin, Path, Path]:
+    """A copy of the DRAC22 sample data and predictions equal to its test ground truth."""
+    plugin, root = copy_of("drac22-task1")
+    pred = tmp_path / "pred"
+    _perfect_predictions(plugin, root, pred)
+    capsys.readouterr()  # the sample data's progress bars
+    return plugin, root, pred
+
+
 def _assert_a_twin_is_refused(plugin: TaskPlugin, root: Path, path: Path) -> None:
     """A copy of ``path`` with its suffix in upper case is a second file of one case: an error naming both."""
     twin = _with_suffix_case(path, path.suffix.upper())
@@ -313,10 +324,7 @@ def test_evaluate_missing_class_folder_one_line_or_na(
 def test_empty_class_folder_stays_na_without_the_option(
     copy_of: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plugin, root = copy_of("drac22-task1")
-    pred = tmp_path / "pred"
-    _perfect_predictions(plugin, root, pred)
-    capsys.readouterr()  # the sample data's progress bars
+    plugin, root, pred = _drac22_with_perfect_predictions(copy_of, tmp_path, capsys)
     _, path = _case_with(plugin, root, "nv")
     for mask in path.parent.iterdir():
         mask.unlink()
@@ -331,10 +339,7 @@ def test_empty_class_folder_stays_na_without_the_option(
 def test_evaluate_ground_truth_with_other_values_is_one_line(
     copy_of: Callable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plugin, root = copy_of("drac22-task1")
-    pred = tmp_path / "pred"
-    _perfect_predictions(plugin, root, pred)
-    capsys.readouterr()  # the sample data's progress bars
+    plugin, root, pred = _drac22_with_perfect_predictions(copy_of, tmp_path, capsys)
     _, path = _case_with(plugin, root, "npa")
     mask = _grey(path).copy()
     mask[0, :3] = [1, 2, 3]
