@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): set up .venv, lint, run every test, then the
 # container end to end (./submit.sh drac22-task1 --demo and goals-glaucoma --demo: image sockets and a
-# JSON value socket, exec and invoke mode; then goals-glaucoma with a PaddlePaddle bundle: the image gets
+# JSON value socket, exec and invoke mode, each also under the platform's runner sagemaker-shim from a
+# local S3; then goals-glaucoma with a PaddlePaddle bundle: the image gets
 # the paddle extra; then an image on a base that has its own torch: exactly one torch, the base's;
 # build, offline test runs, export).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
@@ -48,7 +49,7 @@ if scripts/docker-engine.sh; then
   .venv/bin/eyegc train goals-glaucoma --data demo/goals-glaucoma/data --out build/test-paddle-gc \
     --backend paddle --network-kwargs '{"depth": 18}' --epochs 2 --folds 2 --input-size 200,276 --device cpu
   ./submit.sh goals-glaucoma --model build/test-paddle-gc --data demo/goals-glaucoma/data --max-cases 2 \
-    --tag eyegc-goals-glaucoma-paddle --base-image "$base_image" --out build/test-dist
+    --tag eyegc-goals-glaucoma-paddle --base-image "$base_image" --out build/test-dist --no-shim
   # A base image that carries its own torch (as pytorch/pytorch images do): the image must use it and
   # hold no second torch (the build checks both).
   containers/make_torch_base_image.sh eyegc-base-torch:bookworm "$base_image"
