@@ -7,13 +7,20 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from eyegc.common.errors import EyegcError, user_error_message
 from eyegc.common.interrupts import Terminated, exit_status, stop_signals_unwind
-from eyegc.common.options import DEMO_OPTIONS, SAMPLE_DATA_OPTIONS, THICKNESS_OPTIONS, TRAIN_OPTIONS
+from eyegc.common.options import (
+    DEMO_OPTIONS,
+    GC_TRY_OPTIONS,
+    SAMPLE_DATA_OPTIONS,
+    THICKNESS_OPTIONS,
+    TRAIN_OPTIONS,
+)
 from eyegc.common.outputs import OutputKind, check_output_path, check_outputs
 
 __all__ = ["build_parser", "main"]
@@ -466,9 +473,36 @@ def _cmd_gc_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gc_try(args: argparse.Namespace) -> int:
+    from eyegc.common.bundle import load_bundle, read_config
+    from eyegc.common.inference import Predictor
+    from eyegc.common.platform import API_URL, TRY_TOLERANCE, mapping_to_check, platform_client, try_case
+    from eyegc.common.registry import get_task
+
+    out = args.out or Path(f"gc-try-{args.algorithm}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_outputs([("--out", out, OutputKind.FOLDER)], [("IMAGE", args.image), *(("--model", m) for m in args.model)])
+    if not args.image.is_file():
+        raise EyegcError(f"IMAGE {args.image} is not a file: give the case's image (e.g. a .png of the test set)")
+    plugin = get_task(args.task or str(read_config(args.model[0]).get("task")))
+    _, interfaces, source = mapping_to_check(None, args.sockets, plugin.name)
+    client = platform_client(args.api_url or API_URL, verify=not args.insecure)
+    predictor = Predictor(plugin, [load_bundle(m, task=plugin.name) for m in args.model], args.tta, args.device)
+    job, differences = try_case(client, args.algorithm, predictor, interfaces, args.image, out, args.timeout, args.poll)
+    for slug, (differing, total) in differences.items():
+        print(f"{slug}: " + ("equal" if not differing else f"{differing} of {total} values differ"))
+    worst = max(d / n for d, n in differences.values())
+    if worst > TRY_TOLERANCE:
+        raise EyegcError(
+            f"job {job}: the platform's outputs differ from eyegc's here (up to {worst:.2%} of values; "
+            f"{TRY_TOLERANCE:.1%} allowed): is the active image the one built from these bundles? ({out})"
+        )
+    print(f"ok: job {job} of {args.algorithm} ({source}) gives the outputs eyegc gives here; both under {out}")
+    return 0
+
+
 def _add_platform_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """``gc check``: the image's sockets against the algorithm's on grand-challenge.org (gcapi)."""
-    gc = add_parser("gc", help="grand-challenge.org: check an image's sockets against an algorithm")
+    """``gc check`` and ``gc try``: an image against its algorithm on grand-challenge.org (gcapi)."""
+    gc = add_parser("gc", help="grand-challenge.org: check an image's sockets; try one case on the platform")
     actions = gc.add_subparsers(dest="action", required=True)
     p = actions.add_parser("check", help="compare sockets (token from GRAND_CHALLENGE_TOKEN)")
     p.add_argument("algorithm", help="the algorithm's slug on grand-challenge.org")
@@ -478,6 +512,20 @@ def _add_platform_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> No
     p.add_argument("--api-url", help="the platform's API (default https://grand-challenge.org/api/v1/)")
     p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (a local test server)")
     p.set_defaults(func=_cmd_gc_check)
+    p = actions.add_parser("try", help="run one case on the platform and compare with eyegc here")
+    p.add_argument("algorithm", help="the algorithm's slug; its active image must be built from --model")
+    p.add_argument("image", type=Path, help="the case's image (as in the task's data)")
+    p.add_argument("--model", type=Path, nargs="+", required=True, help="the bundle(s) baked into the image")
+    p.add_argument("--task", help="default: the first bundle's task")
+    p.add_argument("--sockets", type=Path, help="the socket mapping the image was built with (./submit.sh --sockets)")
+    p.add_argument("--out", type=Path, help="a new folder for input/, platform/, local/ (default gc-try-SLUG-TIME)")
+    p.add_argument("--tta", default="flip", help="the image's TTA (default flip, as the image's default)")
+    p.add_argument("--device", default="cpu", help="for the local run (default cpu)")
+    p.add_argument("--timeout", type=GC_TRY_OPTIONS["timeout"].argparse_type(), default=3600.0, help="seconds to wait")
+    p.add_argument("--poll", type=GC_TRY_OPTIONS["poll"].argparse_type(), default=10.0, help="seconds between reads")
+    p.add_argument("--api-url", help="the platform's API (default https://grand-challenge.org/api/v1/)")
+    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (a local test server)")
+    p.set_defaults(func=_cmd_gc_try)
 
 
 def build_parser() -> argparse.ArgumentParser:

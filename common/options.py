@@ -23,6 +23,7 @@ from eyegc.common.errors import EyegcError
 
 __all__ = [
     "DEMO_OPTIONS",
+    "GC_TRY_OPTIONS",
     "SAMPLE_DATA_OPTIONS",
     "SEED",
     "THICKNESS_OPTIONS",
@@ -293,6 +294,13 @@ THICKNESS_OPTIONS: dict[str, Rule] = {
     "C": NumberRule("--C", float, 0, min_inclusive=False),  # the inverse regularisation strength
     "folds": NumberRule("--folds", int, 2),
     "seed": SEED,
+}
+
+
+#: ``eyegc gc try`` options: seconds to wait for the platform's job and between status reads.
+GC_TRY_OPTIONS: dict[str, Rule] = {
+    "timeout": NumberRule("--timeout", float, 0, min_inclusive=False),
+    "poll": NumberRule("--poll", float, 0, min_inclusive=False),
 }
 
 

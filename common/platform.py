@@ -6,6 +6,11 @@
 must exist on the platform with the same slug, relative path, super kind and kind, and every output
 the platform expects must be written. With an exported image it also checks the file against the
 platform's upload limit. Nothing is uploaded.
+
+``eyegc gc try ALGORITHM IMAGE --model RUN`` runs one case on the platform once the image is active:
+it lays the image out as the platform's input (the same ``.mha`` the local test runs use), starts a
+job with ``client.start_algorithm_job``, waits for it, downloads every output with
+``client.download_socket_value`` and compares them with the entrypoint run here on the same input.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from eyegc.common.container import OUTPUT_NAME, layout_case, read_output_values, run_case
 from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import Socket
 from eyegc.common.sockets import (
@@ -36,15 +44,21 @@ except ImportError:  # pragma: no cover - the test environment installs it
 __all__ = [
     "API_URL",
     "IMAGE_SIZE_LIMIT",
+    "JOB_END_STATES",
     "TOKEN_VARIABLES",
+    "TRY_TOLERANCE",
     "Comparison",
     "PlatformError",
     "algorithm_interfaces",
     "check_image_size",
     "compare_interfaces",
+    "compare_outputs",
     "image_sockets",
     "mapping_to_check",
     "platform_client",
+    "run_platform_job",
+    "served_interface",
+    "try_case",
 ]
 
 #: The platform's API root (gcapi's default).
@@ -54,6 +68,11 @@ TOKEN_VARIABLES = ("GRAND_CHALLENGE_TOKEN", "GRAND_CHALLENGE_AUTHORIZATION")
 #: The largest container image upload the algorithm page accepts (bytes): the platform's setting
 #: COMPONENTS_MAXIMUM_IMAGE_SIZE, 10 GiB, checked on the sum of the uploaded files' sizes.
 IMAGE_SIZE_LIMIT = 10 * 1024**3
+#: A job's status once it will not change any more (the platform's ComponentJob status choices).
+JOB_END_STATES = ("Succeeded", "Failed", "Cancelled")
+#: The share of values an output may differ by from the local run and still count as the same
+#: prediction: the platform may run on a GPU, where float rounding flips a few pixels at a threshold.
+TRY_TOLERANCE = 1e-3
 
 
 class PlatformError(EyegcError):
@@ -226,3 +245,141 @@ def mapping_to_check(
     if sockets is not None:
         return plugin.name, read_interfaces(sockets, plugin), str(sockets)
     return plugin.name, default_interfaces(plugin), f"the default sockets of {plugin.name}"
+
+
+def served_interface(image: Sequence[Interface], platform: Sequence[Interface]) -> Interface:
+    """The image's socket set that ``gc try`` runs: the first the algorithm has as well.
+
+    Raises:
+        PlatformError: the image and the algorithm do not match (``gc check`` names why).
+    """
+    comparison = compare_interfaces(image, platform)
+    if comparison.problems:
+        raise PlatformError(
+            f"the image's sockets do not match the algorithm's ({comparison.problems[0]}); run `eyegc gc check` first"
+        )
+    return next(i for i in image if i.key in comparison.matched)
+
+
+def run_platform_job(
+    client: Any,
+    algorithm: str,
+    inputs: Mapping[str, Path],
+    out: Path,
+    timeout_s: float = 3600.0,
+    poll_s: float = 10.0,
+    say: Callable[[str], None] = print,
+) -> str:
+    """Start a job of ``algorithm`` on the input files, wait for it and download its outputs into ``out``.
+
+    Args:
+        client: a gcapi client (:func:`platform_client`).
+        algorithm: the algorithm's slug.
+        inputs: input socket slug -> the file to upload for it.
+        out: a new folder; each output lands at ``out/<relative_path>`` as under ``/output``.
+        timeout_s: how long to wait for the job to end.
+        poll_s: seconds between status reads.
+        say: where progress lines go.
+
+    Returns:
+        The job's pk.
+
+    Raises:
+        PlatformError: the job could not start, did not succeed in time, or an output failed to download.
+    """
+    specs = [gcapi.SocketValueSpec(socket_slug=slug, file=Path(path)) for slug, path in inputs.items()]
+    try:
+        job = client.start_algorithm_job(algorithm_slug=algorithm, inputs=specs)
+    except Exception as error:  # gcapi raises ValueError, httpx errors and its own for a refused job
+        raise PlatformError(f"starting a job of {algorithm} failed ({type(error).__name__}: {error})") from None
+    say(f"job {job.pk} started on {client.base_url}; status {job.status}")
+    deadline, status = time.monotonic() + timeout_s, job.status
+    while True:
+        detail = client.algorithm_jobs.detail(pk=job.pk)
+        if detail.status != status:
+            status = detail.status
+            say(f"job {job.pk}: {status}")
+        if status in JOB_END_STATES:
+            break
+        if time.monotonic() > deadline:
+            raise PlatformError(f"job {job.pk} is still {status} after {timeout_s:.0f} s; see it on the platform")
+        time.sleep(poll_s)
+    if status != "Succeeded":
+        raise PlatformError(f"job {job.pk} ended {status}: read its logs on the algorithm's Results page")
+    out.mkdir(parents=True)
+    for value in detail.outputs:
+        try:
+            client.download_socket_value(value, output_directory=out)
+        except Exception as error:
+            raise PlatformError(f"downloading output {value.interface.slug} failed ({error})") from None
+    return str(job.pk)
+
+
+def compare_outputs(platform_values: Mapping[str, Any], local_values: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
+    """Per output socket, how many values differ between the platform's run and the local one, of how many.
+
+    Probability maps count a value as different when the two differ by more than one 8-bit level.
+    """
+    differences = {}
+    for slug, local in local_values.items():
+        theirs = platform_values.get(slug)
+        if theirs is None:
+            differences[slug] = (1, 1)
+            continue
+        ours, theirs = np.asarray(local), np.asarray(theirs)
+        if ours.shape != theirs.shape:
+            differences[slug] = (max(ours.size, 1), max(ours.size, 1))
+        elif np.issubdtype(ours.dtype, np.floating):
+            differences[slug] = (int(np.count_nonzero(np.abs(ours - theirs) > 1 / 255)), max(ours.size, 1))
+        else:
+            differences[slug] = (int(np.count_nonzero(ours != theirs)), max(ours.size, 1))
+    return differences
+
+
+def try_case(
+    client: Any,
+    algorithm: str,
+    predictor: Any,
+    interfaces: Sequence[Interface],
+    image: Path,
+    out: Path,
+    timeout_s: float = 3600.0,
+    poll_s: float = 10.0,
+) -> tuple[str, dict[str, tuple[int, int]]]:
+    """One case on the platform and here: ``out/input`` (the case as the platform's input),
+    ``out/platform`` (the job's outputs) and ``out/local`` (the entrypoint run here on the same input).
+
+    Args:
+        client: a gcapi client.
+        algorithm: the algorithm's slug; its active image should hold the predictor's bundles.
+        predictor: a :class:`~eyegc.common.inference.Predictor` of those bundles.
+        interfaces: the image's socket sets (the task's default or its ``--sockets`` file).
+        image: the case's image file.
+        out: a new or empty folder.
+        timeout_s: how long to wait for the job.
+        poll_s: seconds between status reads.
+
+    Returns:
+        The job's pk, and per output socket (differing values, values) as :func:`compare_outputs`.
+
+    Raises:
+        PlatformError: the sockets do not match, or the job failed.
+        EyegcError: ``out`` is not empty.
+    """
+    if out.exists() and any(out.iterdir()):
+        raise EyegcError(f"--out {out} is not empty; give a new folder (nothing is overwritten)")
+    plugin = predictor.plugin
+    interface = served_interface(interfaces, algorithm_interfaces(client, algorithm))
+    case = layout_case(plugin, image, out / "input", interface)
+    files = {s.slug: next((case / s.relative_path).iterdir()) for s in interface.inputs}
+    job = run_platform_job(client, algorithm, files, out / "platform", timeout_s, poll_s)
+    for socket in interface.outputs:  # gcapi names a downloaded image by its pk; the reader wants the entrypoint's name
+        images = list((out / "platform" / socket.relative_path).glob("*.mha")) if socket.super_kind == "Image" else []
+        if len(images) == 1:
+            images[0].rename(images[0].with_name(OUTPUT_NAME))
+    run_case(plugin, predictor, case, out / "local", interfaces)
+    differences = compare_outputs(
+        read_output_values(plugin, out / "platform", interface.outputs),
+        read_output_values(plugin, out / "local", interface.outputs),
+    )
+    return job, differences

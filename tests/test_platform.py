@@ -7,13 +7,10 @@ import gzip
 import io
 import json
 import os
-import ssl
-import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +22,7 @@ from eyegc.common.cli import main
 from eyegc.common.errors import EyegcError
 from eyegc.common.registry import get_task
 from eyegc.common.sockets import SOCKETS_LABEL, Interface, default_interfaces, interfaces_json
+from https_server import send_json, serve_https
 
 pytest.importorskip("gcapi")
 
@@ -93,12 +91,7 @@ class _PlatformHandler(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, body)
 
     def log_message(self, *args: object) -> None:  # quiet
         pass
@@ -107,27 +100,8 @@ class _PlatformHandler(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local HTTPS stand-in for grand-challenge.org's API (self-signed certificate)."""
-    folder = tmp_path_factory.mktemp("tls")
-    made = subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")),
-        ],
-        capture_output=True,
-        check=False,
-    )
-    if made.returncode != 0:
-        pytest.skip("openssl cannot make a test certificate here")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PlatformHandler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/api/v1/"
-    finally:
-        server.shutdown()
+    with serve_https(_PlatformHandler, tmp_path_factory.mktemp("tls")) as url:
+        yield url
 
 
 @pytest.fixture
