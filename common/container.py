@@ -1,7 +1,7 @@
 """The grand-challenge.org algorithm container entrypoint, shared by every task plugin.
 
 Run as ``python -m eyegc.common.container`` (the image's ENTRYPOINT). One run is one case
-(REFERENCE.md §1): the platform mounts the case read-only at ``/input`` — ``/input/inputs.json``
+(docs/REFERENCE.md §1): the platform mounts the case read-only at ``/input`` — ``/input/inputs.json``
 plus one file per image socket at ``/input/<relative_path>/<uuid>.mha`` — and collects exactly one
 file per output socket from ``/output/<relative_path>/``.
 

@@ -85,7 +85,7 @@ SOCKET_CONTENTS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Socket:
-    """A grand-challenge algorithm input or output (REFERENCE.md §1).
+    """A grand-challenge algorithm input or output (docs/REFERENCE.md §1).
 
     ``relative_path`` is below ``/input`` or ``/output``; image sockets start with ``images/``
     (one ``.mha`` file inside), value sockets name their JSON file (``dr-grade.json``).

@@ -1,4 +1,4 @@
-"""The official DRAC22 Task 1 folder layout (REFERENCE.md §2) and its reader."""
+"""The official DRAC22 Task 1 folder layout (docs/REFERENCE.md §2) and its reader."""
 
 from __future__ import annotations
 

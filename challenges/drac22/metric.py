@@ -1,4 +1,4 @@
-"""The DRAC22 Task 1 leaderboard metric, computed as the organisers' code does (REFERENCE.md §2)."""
+"""The DRAC22 Task 1 leaderboard metric, computed as the organisers' code does (docs/REFERENCE.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The DRAC22 Task 1 plugin: lesion segmentation in ultra-wide OCT angiography (REFERENCE.md §2)."""
+"""The DRAC22 Task 1 plugin: lesion segmentation in ultra-wide OCT angiography (docs/REFERENCE.md §2)."""
 
 from __future__ import annotations
 

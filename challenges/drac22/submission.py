@@ -1,4 +1,4 @@
-"""DRAC22 Task 1 prediction folders and the official submission zip (REFERENCE.md §2).
+"""DRAC22 Task 1 prediction folders and the official submission zip (docs/REFERENCE.md §2).
 
 A prediction folder holds ``<official class folder>/<image name>.png`` masks (0/255) for every
 image and class. The submission is a zip of ``<Team>/1.nii.gz``, ``2.nii.gz``, ``3.nii.gz``

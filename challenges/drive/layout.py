@@ -1,4 +1,4 @@
-"""The official DRIVE folder layout (REFERENCE.md §5), its reader and the DRIVE file readers.
+"""The official DRIVE folder layout (docs/REFERENCE.md §5), its reader and the DRIVE file readers.
 
 A DRIVE root holds ``training/`` and/or ``test/``, each with::
 

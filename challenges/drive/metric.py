@@ -1,4 +1,4 @@
-"""The DRIVE vessel-segmentation metrics, counted inside the field of view (REFERENCE.md §5).
+"""The DRIVE vessel-segmentation metrics, counted inside the field of view (docs/REFERENCE.md §5).
 
 Conventions (the usual DRIVE ones):
 

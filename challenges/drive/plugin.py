@@ -1,4 +1,4 @@
-"""The DRIVE plugin: retinal vessel segmentation, scored inside the field of view (REFERENCE.md §5)."""
+"""The DRIVE plugin: retinal vessel segmentation, scored inside the field of view (docs/REFERENCE.md §5)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ A prediction folder (what ``eyegc predict drive-vessels`` writes) holds, per cas
 
 The submission zip holds the probability maps named as the test images (``01_test.png`` …
 ``20_test.png``) at its top level, optionally with the binary masks under ``masks/``. The DRIVE
-challenge took result images; this exact upload format is this project's choice (REFERENCE.md §5
+challenge took result images; this exact upload format is this project's choice (docs/REFERENCE.md §5
 settles no file format), so check the challenge page before uploading. A zip without ``masks/``
 is read back with masks = probability >= 0.5.
 """

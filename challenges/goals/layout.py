@@ -1,4 +1,4 @@
-"""The GOALS folder layout (REFERENCE.md §3), its readers, and the glaucoma label sheet.
+"""The GOALS folder layout (docs/REFERENCE.md §3), its readers, and the glaucoma label sheet.
 
 Official training layout::
 

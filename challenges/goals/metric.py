@@ -1,6 +1,6 @@
 """GOALS leaderboard metrics: layer Dice and thickness error (task 1), glaucoma AUC (task 2).
 
-REFERENCE.md §3: task 1 is scored by Dice per layer and, in the paper, a thickness error; task 2
+docs/REFERENCE.md §3: task 1 is scored by Dice per layer and, in the paper, a thickness error; task 2
 by AUC. The organisers' composite score (the public board used a 0–10 scale) is unconfirmed, so
 it is not reported unless configured (``GoalsLayerMetric(composite=...)``).
 """

@@ -1,4 +1,4 @@
-"""The GOALS plugins: OCT layer segmentation and glaucoma classification (REFERENCE.md §3)."""
+"""The GOALS plugins: OCT layer segmentation and glaucoma classification (docs/REFERENCE.md §3)."""
 
 from __future__ import annotations
 

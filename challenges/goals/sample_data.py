@@ -1,4 +1,4 @@
-"""Synthetic GOALS data set in the official folder layout (REFERENCE.md §3).
+"""Synthetic GOALS data set in the official folder layout (docs/REFERENCE.md §3).
 
 Each case is a circumpapillary OCT B-scan, 1100 wide × 800 high, 8-bit grey, drawn as layered
 bands whose boundaries undulate smoothly across the columns: dark vitreous; the bright RNFL,

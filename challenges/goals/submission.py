@@ -1,4 +1,4 @@
-"""GOALS prediction folders and the submission zip (REFERENCE.md §3).
+"""GOALS prediction folders and the submission zip (docs/REFERENCE.md §3).
 
 Prediction folders written by ``eyegc predict``:
 

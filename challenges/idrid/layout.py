@@ -1,4 +1,4 @@
-"""The official IDRiD folder layouts (REFERENCE.md §4) and their readers.
+"""The official IDRiD folder layouts (docs/REFERENCE.md §4) and their readers.
 
 Sub-challenge A (lesion segmentation)::
 

@@ -1,6 +1,6 @@
 """IDRiD leaderboard metrics: pooled AUPR per lesion (sub-challenge A) and joint grading accuracy (B).
 
-REFERENCE.md §4: whether the organisers pooled pixels over all test images is unconfirmed; this
+docs/REFERENCE.md §4: whether the organisers pooled pixels over all test images is unconfirmed; this
 metric pools every pixel of every evaluated image per lesion (an absent mask = all negative) and
 says so. The areas come from a histogram of 8-bit scores (:mod:`eyegc.common.curves`): exact for
 the 8-bit probability maps that ``eyegc predict`` writes, and bounded in memory however many

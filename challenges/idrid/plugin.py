@@ -1,4 +1,4 @@
-"""The IDRiD plugins: lesion segmentation scored by pooled AUPR (A) and DR/DME grading (B) (REFERENCE.md §4)."""
+"""The IDRiD plugins: lesion segmentation scored by pooled AUPR (A) and DR/DME grading (B) (docs/REFERENCE.md §4)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ class IdridLesions:
         return target
 
     def read_roi(self, case: Case) -> None:
-        """Every pixel counts (REFERENCE.md §4)."""
+        """Every pixel counts (docs/REFERENCE.md §4)."""
         return None
 
     def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:

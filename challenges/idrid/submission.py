@@ -1,4 +1,4 @@
-"""IDRiD prediction folders and submission files (REFERENCE.md §4).
+"""IDRiD prediction folders and submission files (docs/REFERENCE.md §4).
 
 Lesion segmentation (sub-challenge A). ``eyegc predict`` writes, at each image's original size::
 
