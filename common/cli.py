@@ -18,10 +18,10 @@ from eyegc.common.options import (
     DEMO_OPTIONS,
     GC_TRY_OPTIONS,
     SAMPLE_DATA_OPTIONS,
-    THICKNESS_OPTIONS,
     TRAIN_OPTIONS,
 )
 from eyegc.common.outputs import OutputKind, check_output_path, check_outputs
+from eyegc.common.registry import plugin_verbs
 
 __all__ = ["build_parser", "main"]
 
@@ -225,50 +225,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_thickness_model(args: argparse.Namespace) -> int:
-    from eyegc.challenges.goals.thickness_model import (
-        describe_thickness_model,
-        fit_thickness_model,
-        predict_thickness_model,
-    )
-
-    layer_models = [("--layers-model", m) for m in args.layers_model or []]
-    inputs = [("--data", args.data), ("--model", args.model), ("--images", args.images), *layer_models]
-    check_outputs([("--out", args.out, OutputKind.FOLDER)], inputs)
-    if args.action == "fit":
-        if args.data is None:
-            raise EyegcError("thickness-model fit needs --data (the GOALS root)")
-        summary = fit_thickness_model(
-            args.layers_model or [],
-            args.data,
-            args.out,
-            source=args.source,
-            sectors=args.sectors,
-            C=args.C,
-            folds=args.folds,
-            seed=args.seed,
-            tta=args.tta or "none",
-            device=args.device,
-            overwrite=args.overwrite,
-        )
-        print(describe_thickness_model(summary))
-        print(f"thickness model written to {args.out}")
-        return 0
-    if args.model is None or args.images is None:
-        raise EyegcError("thickness-model predict needs --model MODEL and --images DIR")
-    summary = predict_thickness_model(
-        args.model,
-        args.images,
-        args.out,
-        tta=args.tta,
-        device=args.device,
-        layers_models=args.layers_model,
-        overwrite=args.overwrite,
-    )
-    print(f"{summary['cases']} case(s) predicted into {args.out} ({summary['positives']} glaucoma)")
-    return 0
-
-
 def _add_allow_missing_class(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--allow-missing-class", action="store_true", help=help_text)
 
@@ -425,31 +381,6 @@ def _add_scoring_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> No
     p.set_defaults(func=_cmd_submission)
 
 
-def _add_thickness_model_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """``thickness-model fit|predict`` (GOALS glaucoma from layer thickness)."""
-    p = add_parser(
-        "thickness-model",
-        help="GOALS glaucoma: logistic regression on RNFL/GCIPL thickness profiles from a goals-layers model",
-    )
-    p.add_argument("action", choices=["fit", "predict"])
-    p.add_argument("--data", type=Path, help="fit: GOALS data root (Train/ with the label sheet)")
-    p.add_argument("--out", type=Path, required=True, help="fit: the model folder; predict: the prediction folder")
-    p.add_argument("--layers-model", type=Path, action="append", help="goals-layers bundle (repeatable)")
-    p.add_argument("--source", choices=["predicted", "truth"], default="predicted", help="fit: layer maps to use")
-    p.add_argument(
-        "--sectors", type=THICKNESS_OPTIONS["sectors"].argparse_type(), default=12, help="fit: column sectors per layer"
-    )
-    p.add_argument("--C", type=THICKNESS_OPTIONS["C"].argparse_type(), default=1.0, help="fit: inverse regularisation")
-    p.add_argument("--folds", type=THICKNESS_OPTIONS["folds"].argparse_type(), default=5, help="fit: CV folds")
-    p.add_argument("--seed", type=THICKNESS_OPTIONS["seed"].argparse_type(), default=0)
-    p.add_argument("--model", type=Path, help="predict: the fitted model folder")
-    p.add_argument("--images", type=Path, help="predict: a folder of B-scans")
-    p.add_argument("--tta", help="TTA of the layer model (fit default none; predict default: as fitted)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_cmd_thickness_model)
-
-
 def _cmd_gc_check(args: argparse.Namespace) -> int:
     from eyegc.common.platform import (
         API_URL,
@@ -532,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="eyegc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    verbs = (_add_setup_verbs, _add_train_verb, _add_scoring_verbs, _add_thickness_model_verb, _add_platform_verb)
+    verbs = (_add_setup_verbs, _add_train_verb, _add_scoring_verbs, _add_platform_verb, *plugin_verbs())
     for add_verbs in verbs:
         add_verbs(sub.add_parser)
     return parser
@@ -540,7 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; user errors print one line and exit 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()
+    except EyegcError as exc:  # a plugin's verb that cannot be loaded
+        print(f"eyegc: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         with stop_signals_unwind():
             return int(args.func(args))

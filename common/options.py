@@ -26,7 +26,6 @@ __all__ = [
     "GC_TRY_OPTIONS",
     "SAMPLE_DATA_OPTIONS",
     "SEED",
-    "THICKNESS_OPTIONS",
     "TRAIN_OPTIONS",
     "FoldRule",
     "NumberListRule",
@@ -287,15 +286,6 @@ DEMO_OPTIONS: dict[str, Rule] = {
     "test_cases": NumberRule("--test-cases", int, 1),
     "epochs": TRAIN_OPTIONS["epochs"],
 }
-
-#: ``fit_thickness_model`` argument -> rule; ``eyegc thickness-model`` options.
-THICKNESS_OPTIONS: dict[str, Rule] = {
-    "sectors": NumberRule("--sectors", int, 1),
-    "C": NumberRule("--C", float, 0, min_inclusive=False),  # the inverse regularisation strength
-    "folds": NumberRule("--folds", int, 2),
-    "seed": SEED,
-}
-
 
 #: ``eyegc gc try`` options: seconds to wait for the platform's job and between status reads.
 GC_TRY_OPTIONS: dict[str, Rule] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
@@ -10,22 +11,22 @@ from typing import TypeVar
 from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import TaskPlugin
 
-__all__ = ["ENTRY_POINT_GROUP", "available_tasks", "get_task", "look_up_option", "register_task"]
+__all__ = [
+    "CLI_ENTRY_POINT_GROUP",
+    "ENTRY_POINT_GROUP",
+    "available_tasks",
+    "get_task",
+    "look_up_option",
+    "plugin_verbs",
+    "register_task",
+]
 
 ENTRY_POINT_GROUP = "eyegc.tasks"
+#: Plugins add ``eyegc`` verbs here: each entry point names a function that takes argparse's
+#: ``add_parser`` and adds its verb(s), e.g. GOALS' ``thickness-model``.
+CLI_ENTRY_POINT_GROUP = "eyegc.cli"
 T = TypeVar("T")
 
-_BUILTIN_TASKS: dict[str, str] = {
-    # Read when the package metadata is missing (running from a source tree without installing).
-    "drac22-task1": "eyegc.challenges.drac22.plugin:drac22_task1",
-    "drive-vessels": "eyegc.challenges.drive.plugin:drive_vessels",
-    "drive-vessels-rgb": "eyegc.challenges.drive.plugin:drive_vessels_rgb",
-    "goals-layers": "eyegc.challenges.goals.plugin:goals_layers",
-    "goals-glaucoma": "eyegc.challenges.goals.plugin:goals_glaucoma",
-    "idrid-lesions": "eyegc.challenges.idrid.plugin:idrid_lesions",
-    "idrid-lesions-od": "eyegc.challenges.idrid.plugin:idrid_lesions_od",
-    "idrid-grading": "eyegc.challenges.idrid.plugin:idrid_grading",
-}
 _registered: dict[str, Callable[[], TaskPlugin]] = {}
 _loaded: dict[str, TaskPlugin] = {}
 
@@ -52,22 +53,10 @@ def register_task(name: str, factory: Callable[[], TaskPlugin]) -> None:
 
 def _entry_point_factories() -> dict[str, Callable[[], TaskPlugin]]:
     factories: dict[str, Callable[[], TaskPlugin]] = {}
-    for name, target in _BUILTIN_TASKS.items():
-        factories[name] = _lazy(target)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         factories[ep.name] = ep.load
     factories.update(_registered)
     return factories
-
-
-def _lazy(target: str) -> Callable[[], TaskPlugin]:
-    def load() -> TaskPlugin:
-        import importlib
-
-        module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
-
-    return load
 
 
 def available_tasks() -> list[str]:
@@ -87,3 +76,18 @@ def get_task(name: str) -> TaskPlugin:
             raise EyegcError(f"the entry point for {name!r} does not provide a TaskPlugin")
         _loaded[name] = plugin
     return _loaded[name]
+
+
+def plugin_verbs() -> list[Callable[[Callable[..., argparse.ArgumentParser]], None]]:
+    """The verb-adding functions of every ``eyegc.cli`` entry point, in name order.
+
+    Raises:
+        EyegcError: an entry point that cannot be loaded (naming it and its package).
+    """
+    verbs = []
+    for ep in sorted(entry_points(group=CLI_ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            verbs.append(ep.load())
+        except Exception as error:  # a broken third-party plugin: name it instead of a traceback
+            raise EyegcError(f"the eyegc.cli entry point {ep.name!r} ({ep.value}) cannot be loaded: {error}") from None
+    return verbs

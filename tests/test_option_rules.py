@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import tiny_train_config
+from eyegc.challenges.goals.cli import THICKNESS_OPTIONS
 from eyegc.common import training
 from eyegc.common.bundle import check_bundle_settings, load_bundle, read_config, write_checksums
 from eyegc.common.cli import build_parser, main
@@ -19,7 +20,6 @@ from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.options import (
     DEMO_OPTIONS,
     SAMPLE_DATA_OPTIONS,
-    THICKNESS_OPTIONS,
     TRAIN_OPTIONS,
     NumberRule,
     Rule,

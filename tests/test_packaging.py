@@ -9,6 +9,7 @@ from pathlib import Path
 
 import eyegc.challenges.drac22.plugin
 import eyegc.common.cli
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,11 +61,37 @@ def test_wheel_holds_the_namespace_and_imports_from_it(tmp_path: Path) -> None:
     ]
 
 
-def test_builtin_task_fallback_lists_every_entry_point() -> None:
-    # Read when the installed metadata is missing or stale: a task added to pyproject.toml only
-    # would vanish from a source-tree run.
+def test_tasks_and_plugin_verbs_come_from_the_entry_points_alone() -> None:
+    # A challenge registers in one place, its entry point: no second list in common/ to keep equal.
     import tomllib
-    from eyegc.common.registry import _BUILTIN_TASKS
+    from eyegc.common import registry
+    from eyegc.common.cli import build_parser
 
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["eyegc.tasks"]
-    assert declared == _BUILTIN_TASKS
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert sorted(declared["eyegc.tasks"]) == registry.available_tasks()
+    assert not hasattr(registry, "_BUILTIN_TASKS")
+    # GOALS' own verb reaches the CLI through the eyegc.cli group; the core CLI does not name it.
+    assert "thickness-model" not in (ROOT / "common" / "cli.py").read_text()
+    verbs = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert "thickness-model" in verbs and set(declared["eyegc.cli"]) == {"goals-thickness-model"}
+
+
+def _install_entry_points(folder: Path, name: str, groups: dict[str, dict[str, str]]) -> None:
+    """A minimal installed distribution in ``folder`` (put on sys.path): metadata and entry points."""
+    info = folder / f"{name}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    lines = [f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()) for group, entries in groups.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines))
+
+
+def test_a_plugin_verb_that_cannot_load_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eyegc.common.cli import main
+
+    _install_entry_points(tmp_path, "eyegc_broken", {"eyegc.cli": {"broken-verb": "eyegc_missing_module:add"}})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the eyegc.cli entry point 'broken-verb'" in err[0] and "eyegc_missing_module" in err[0]

@@ -38,7 +38,7 @@ from eyegc.common.bundle import Bundle, eyegc_version, load_bundle, sha256_file
 from eyegc.common.classification import write_classification_case
 from eyegc.common.errors import BundleError, DataError, EyegcError
 from eyegc.common.imageio import atomic_output_dir, split_image_suffix
-from eyegc.common.options import THICKNESS_OPTIONS, check_options
+from eyegc.common.options import SEED, NumberRule, Rule, check_options
 from eyegc.common.registry import get_task, look_up_option
 from tqdm import tqdm
 
@@ -48,6 +48,7 @@ __all__ = [
     "MODEL_NAME",
     "SOURCES",
     "THICKNESS_LAYERS",
+    "THICKNESS_OPTIONS",
     "apply_thickness_model",
     "build_pipeline",
     "describe_thickness_model",
@@ -57,6 +58,14 @@ __all__ = [
     "predict_thickness_model",
     "thickness_features",
 ]
+
+#: ``fit_thickness_model`` argument -> rule; ``eyegc thickness-model`` options.
+THICKNESS_OPTIONS: dict[str, Rule] = {
+    "sectors": NumberRule("--sectors", int, 1),
+    "C": NumberRule("--C", float, 0, min_inclusive=False),  # the inverse regularisation strength
+    "folds": NumberRule("--folds", int, 2),
+    "seed": SEED,
+}
 
 MODEL_FORMAT = "eyegc-thickness-model/1"
 MODEL_NAME = "thickness_model.json"
