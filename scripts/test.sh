@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 [ -t 1 ] || export TQDM_MININTERVAL="${TQDM_MININTERVAL:-10}"
 scripts/setup-venv.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache  # the layering (pyproject.toml)
 set +e
 .venv/bin/python -m pytest -ra "$@"
 status=$?

@@ -95,3 +95,27 @@ def test_a_plugin_verb_that_cannot_load_is_one_line(
     assert main(["list"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the eyegc.cli entry point 'broken-verb'" in err[0] and "eyegc_missing_module" in err[0]
+
+
+def test_every_declared_dependency_is_imported() -> None:
+    # A dependency nobody imports only costs install time and image size (grand-challenge-metrics was one).
+    import ast
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {Requirement(r).name.lower() for r in project["dependencies"]}
+    for extra in ("gcapi", "paddle"):
+        declared |= {Requirement(r).name.lower() for r in project["optional-dependencies"][extra]}
+    imported: set[str] = set()
+    for path in [*(ROOT / "common").rglob("*.py"), *(ROOT / "challenges").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    providers = packages_distributions()
+    used = {dist.lower() for name in imported for dist in providers.get(name, [])}
+    assert sorted(declared - used) == []
