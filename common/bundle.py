@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.interrupts import interrupts_deferred
 from eyegc.common.networks import build_network
 from eyegc.common.options import TRAIN_OPTIONS
 from eyegc.common.plugin import DIHEDRAL_OPS
+from eyegc.common.registry import get_backend
 from torch import nn
 
 if TYPE_CHECKING:
@@ -366,24 +366,15 @@ def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None 
     check_bundle_settings(config, run / CONFIG_NAME)
     wanted = set(folds) if folds is not None else None
     bundle = Bundle(path=run, config=config)
+    try:
+        backend = get_backend(str(config.get("backend", "torch")))
+    except EyegcError as exc:
+        raise BundleError(f"{run / CONFIG_NAME}: {exc}") from None
     for name in listed:
         fold = int(Path(name).parent.name.split("_")[1])
         if wanted is not None and fold not in wanted:
             continue
-        if config.get("backend", "torch") == "paddle":
-            from eyegc.common.paddle_backend import load_paddle_fold
-
-            network = load_paddle_fold(config, run / name)
-            bundle.folds.append(FoldModel(fold=fold, network=network))  # type: ignore[arg-type]
-            continue
-        network = build_from_config(config, run / CONFIG_NAME)
-        try:
-            state = torch.load(run / name, map_location="cpu", weights_only=True)
-            network.load_state_dict(state)
-        except Exception as exc:  # a torch unpickling or shape error: say which file
-            raise BundleError(f"cannot load weights {run / name}: {exc}") from None
-        network.eval()
-        bundle.folds.append(FoldModel(fold=fold, network=network))
+        bundle.folds.append(FoldModel(fold=fold, network=backend.load_fold(config, run / name)))
     if not bundle.folds:
         raise BundleError(f"{run} holds no finished fold (train one with `eyegc train`)")
     return bundle

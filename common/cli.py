@@ -21,7 +21,7 @@ from eyegc.common.options import (
     TRAIN_OPTIONS,
 )
 from eyegc.common.outputs import OutputKind, check_output_path, check_outputs
-from eyegc.common.registry import plugin_verbs
+from eyegc.common.registry import available_backends, plugin_verbs
 
 __all__ = ["build_parser", "main"]
 
@@ -309,7 +309,7 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--backend",
         default="torch",
-        choices=["torch", "paddle"],
+        choices=available_backends(),
         help="classification tasks: paddle trains a PaddlePaddle ResNet (pip install '.[paddle]')",
     )
     p.add_argument("--input-size", type=_train_type("input_size"), help="classification: the H,W images are resized to")

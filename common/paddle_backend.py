@@ -33,33 +33,39 @@ functions; without it, :func:`require_paddle` raises one clear :class:`EyegcErro
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pickle
-import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+from eyegc.common.backend import EpochCallback
+from eyegc.common.bundle import CONFIG_NAME, read_config
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
 from eyegc.common.postprocessing import postprocess
-from tqdm import tqdm
-
-if TYPE_CHECKING:
-    from eyegc.common.training import EpochCallback, TrainConfig
+from eyegc.common.training import (
+    FoldJob,
+    FoldLog,
+    TrainConfig,
+    TrainingData,
+    resolve_config,
+    train,
+)
 
 __all__ = [
+    "PADDLE_BACKEND",
     "PADDLE_CHECKPOINT_NAME",
     "PADDLE_DEPTHS",
     "PADDLE_NETWORK",
     "PADDLE_WEIGHTS_NAME",
+    "PaddleBackend",
     "PaddleNetwork",
     "build_paddle_network",
     "load_paddle_fold",
@@ -412,25 +418,9 @@ def _validate(
     return float(result.leaderboard[plugin.metric.primary]), probabilities
 
 
-def _improved(score: float, best: dict[str, Any]) -> bool:
-    """The first epoch always counts (a NaN metric still leaves weights); later ones must beat the best."""
-    if best["epoch"] == 0:
-        return True
-    return not np.isnan(score) and (np.isnan(best["score"]) or score > best["score"])
-
-
-def _train_fold(
-    paddle: ModuleType,
-    plugin: TaskPlugin,
-    run: Path,
-    config: dict[str, Any],
-    data: Any,
-    split: dict[str, list[str]],
-    fold: int,
-    callbacks: Sequence[EpochCallback],
-) -> dict[str, Any]:
-    from eyegc.common.training import _plot_curve, _save_oof
-
+def _train_fold(paddle: ModuleType, job: FoldJob, data: dict[str, Any], fold: int) -> dict[str, Any]:
+    """One fold of ``job`` on ``data`` (:func:`_as_arrays`); returns its ``bundle.json`` record."""
+    plugin, run, config, split, callbacks = job.plugin, job.run, job.config, job.splits[fold], job.callbacks
     t = config["training"]
     fold_dir = run / f"fold_{fold}"
     fold_dir.mkdir(exist_ok=True)
@@ -450,8 +440,7 @@ def _train_fold(
         if t.get("pretrained") and not checkpoint_path.is_file():
             _load_pretrained(model, Path(t["pretrained"]))
         optimizer = paddle.optimizer.AdamW(learning_rate=base_lr, parameters=model.parameters(), weight_decay=1e-4)
-        history: dict[str, list[float]] = {"loss": [], "metric": []}
-        best: dict[str, Any] = {"epoch": 0, "score": -np.inf}
+        log = FoldLog(fold, fold_dir, t["metric"], callbacks)
         start_epoch = 0
         if checkpoint_path.is_file():
             try:
@@ -460,13 +449,9 @@ def _train_fold(
                 optimizer.set_state_dict(state["optimizer"])
             except Exception as exc:
                 raise EyegcError(f"cannot resume from {checkpoint_path} ({str(exc)[:160]}); start a new run") from None
-            history = {k: list(v) for k, v in state["history"].items()}
-            best = {"epoch": int(state["best_epoch"]), "score": float(state["best_score"])}
-            start_epoch = int(state["epoch"])
+            start_epoch = log.restore(state)
         train_ids = sorted(split["train"])
-        progress = tqdm(
-            range(start_epoch, epochs), desc=f"fold {fold}", unit="epoch", initial=start_epoch, total=epochs
-        )
+        progress = log.progress(start_epoch, epochs)
         for epoch in progress:
             # Every epoch is a pure function of (weights, optimizer state, epoch): resume is exact.
             rng = np.random.default_rng(base_seed * 10007 + epoch)
@@ -486,77 +471,28 @@ def _train_fold(
                     optimizer.clear_grad()
                     losses.append(float(loss))
             score, _ = _validate(paddle, plugin, model, images, data["targets"], split["val"], config)
-            history["loss"].append(float(np.mean(losses)))
-            history["metric"].append(score)
-            if _improved(score, best):
-                best = {"epoch": epoch + 1, "score": score}
+            if log.add_epoch(float(np.mean(losses)), score):
                 _save_weights_atomic(paddle, model, weights_path)
-            _save_pickle_atomic(
-                {
-                    "network": _numpy_state(model.state_dict()),
-                    "optimizer": _numpy_state(optimizer.state_dict()),
-                    "history": history,
-                    "epoch": epoch + 1,
-                    "best_epoch": best["epoch"],
-                    "best_score": best["score"],
-                },
-                checkpoint_path,
-            )
-            (fold_dir / "history.json").write_text(json.dumps({**history, **best}, indent=1))
-            progress.set_postfix(loss=f"{history['loss'][-1]:.4f}", **{t["metric"]: f"{score:.4f}"})
-            for callback in callbacks:
-                callback(fold, epoch + 1, history)
-        _plot_curve(history, t["metric"], fold_dir / "training_curve.png")
-        # Out-of-fold probabilities of the best epoch, recomputed so that a resumed run has them too.
+            state = {"network": _numpy_state(model.state_dict()), "optimizer": _numpy_state(optimizer.state_dict())}
+            _save_pickle_atomic(state | log.checkpoint_fields(), checkpoint_path)
+            log.end_epoch(progress)
         _set_weights(model, load_paddle_state(weights_path), weights_path)
-        _save_oof(run, _validate(paddle, plugin, model, images, data["targets"], split["val"], config)[1])
-    return {
-        "best_epoch": best["epoch"],
-        "best_score": best["score"],
-        "epochs_done": len(history["loss"]),
-        "weights": f"fold_{fold}/{PADDLE_WEIGHTS_NAME}",
-        "validation_cases": split["val"],
-    }
+        out_of_fold = _validate(paddle, plugin, model, images, data["targets"], split["val"], config)[1]
+    return log.finish(PADDLE_WEIGHTS_NAME, split["val"], out_of_fold)
 
 
 def _paddle_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
-    """The torch path's bundle config (same validation and defaults), with the paddle network."""
-    from eyegc.common.training import _resolve
-
-    if plugin.kind != TaskKind.CLASSIFICATION:
-        raise EyegcError(
-            f"the paddle backend trains classification tasks only; {plugin.name} is a {plugin.kind.value} "
-            "task: use --backend torch"
-        )
+    """The shared run config (same validation and defaults), with the paddle network."""
     if cfg.model not in (None, "ResNet", PADDLE_NETWORK):
         raise EyegcError(f"the paddle backend trains {PADDLE_NETWORK} only (--model {cfg.model} is a torch network)")
     try:
         depth = _depth(dict(cfg.network_kwargs or {}))
     except EyegcError as exc:
         raise EyegcError(f"--network-kwargs: {exc}") from None
-    config = _resolve(plugin, replace(cfg, model=None, network_kwargs=None))
+    config = resolve_config(plugin, replace(cfg, model=None, network_kwargs=None))
     config["backend"] = "paddle"
     config["network"] = {"name": PADDLE_NETWORK, "kwargs": {"depth": depth}}
     return config
-
-
-def _prepare(plugin: TaskPlugin, run: Path, cfg: TrainConfig, resume: bool) -> dict[str, Any]:
-    from eyegc.common.bundle import read_config
-
-    if resume:
-        config = read_config(run)
-        if config["task"] != plugin.name:
-            raise EyegcError(f"{run} holds a {config['task']} run; cannot resume it as {plugin.name}")
-        if config.get("backend", "torch") != "paddle":
-            raise EyegcError(
-                f"{run} was trained with the {config.get('backend', 'torch')} backend; resume it with that"
-            )
-        return config
-    if run.exists() and any(run.iterdir()):
-        raise EyegcError(
-            f"{run} already exists and is not empty; pass --resume to continue it, or choose another --out"
-        )
-    return _paddle_config(plugin, cfg)
 
 
 def _check_network(paddle: ModuleType, config: dict[str, Any], first: np.ndarray) -> None:
@@ -578,6 +514,64 @@ def _check_network(paddle: ModuleType, config: dict[str, Any], first: np.ndarray
         ) from None
 
 
+def _as_arrays(data: TrainingData) -> dict[str, Any]:
+    """The prepared training data as paddle takes it: float32 images and int64 labels."""
+    return {
+        "images": {c: np.ascontiguousarray(v.numpy(), dtype=np.float32) for c, v in data.images.items()},
+        "labels": {c: np.asarray(v.numpy(), dtype=np.int64).reshape(-1) for c, v in data.labels.items()},
+        "targets": data.targets,
+    }
+
+
+@dataclass(frozen=True)
+class PaddleBackend:
+    """A ``paddle.vision`` ResNet for classification tasks, one fold after another."""
+
+    name: str = "paddle"
+    checkpoint_name: str = PADDLE_CHECKPOINT_NAME
+
+    def check_settings(self, plugin: TaskPlugin, cfg: TrainConfig) -> None:
+        """Classification tasks only, folds one after another, paddle installed, a device paddle has."""
+        if plugin.kind != TaskKind.CLASSIFICATION:
+            raise EyegcError(
+                f"the paddle backend trains classification tasks only; {plugin.name} is a {plugin.kind.value} "
+                "task: use --backend torch"
+            )
+        if cfg.jobs > 1:
+            raise EyegcError("the paddle backend trains its folds one after another: use --jobs 1")
+        require_paddle()
+        paddle_device(cfg.device)
+
+    def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+        """The shared run config with ``"backend": "paddle"`` and the ResNet's depth."""
+        return _paddle_config(plugin, cfg)
+
+    def check_network(self, config: dict[str, Any], data: TrainingData, device: str) -> None:
+        """Build the network and run the first training image through it."""
+        paddle = require_paddle()
+        first = np.ascontiguousarray(next(iter(data.images.values())).numpy(), dtype=np.float32)
+        with _paddle_device_scope(paddle, paddle_device(device)):
+            _check_network(paddle, config, first)
+
+    def train_folds(self, job: FoldJob) -> None:
+        """Train the folds ``job.todo`` one after another; ``job.finished`` records each."""
+        paddle = require_paddle()
+        arrays = _as_arrays(job.data)
+        with _paddle_device_scope(paddle, paddle_device(job.cfg.device)):
+            for fold in job.todo:
+                started = time.perf_counter()
+                info = _train_fold(paddle, job, arrays, fold)
+                job.finished(fold, info, time.perf_counter() - started)
+
+    def load_fold(self, config: dict[str, Any], weights: Path) -> PaddleNetwork:
+        """One fold of a paddle bundle (:func:`load_paddle_fold`)."""
+        return load_paddle_fold(config, weights)
+
+
+#: The instance the ``eyegc.backends`` entry point ``paddle`` names.
+PADDLE_BACKEND = PaddleBackend()
+
+
 def train_paddle(
     plugin: TaskPlugin,
     data_root: Path,
@@ -586,100 +580,18 @@ def train_paddle(
     resume: bool = False,
     callbacks: Sequence[EpochCallback] = (),
 ) -> Path:
-    """Train ``cfg.fold`` (``"all"`` or an index) of a k-fold split with paddle and write a bundle to ``run``.
+    """:func:`eyegc.common.training.train` with the paddle backend (and only it: a torch run is not resumed).
 
     The run folder is the torch path's (``bundle.json`` with ``"backend": "paddle"``, ``splits.json``,
-    ``fold_<k>/model.pdparams``, checksums, out-of-fold probabilities); the best epoch of each fold is
-    chosen by the task's leaderboard metric on its validation fold, and when every fold is done the
-    binary heads' thresholds are tuned (unless ``cfg.tune`` is False). ``resume=True`` continues an
-    interrupted paddle run exactly (its settings come from the run, not ``cfg``). ``callbacks`` run
-    after each epoch's checkpoint, as in :func:`eyegc.common.training.train`.
-
-    Returns:
-        The run folder.
+    ``fold_<k>/model.pdparams``, checksums, out-of-fold probabilities).
 
     Raises:
-        EyegcError: paddle is missing, the task is not a classification task, or bad settings.
+        EyegcError: paddle is missing, the task is not a classification task, bad settings, or
+            ``resume`` of a run another backend trained.
     """
-    paddle = require_paddle()
-    run, data_root = Path(run), Path(data_root)
-    config = _prepare(plugin, run, cfg, resume)
-    try:
-        return _train(paddle, plugin, data_root, run, cfg, config, callbacks)
-    except BaseException:
-        # A new run that failed before its first checkpoint leaves nothing behind.
-        if not resume and run.is_dir() and not any(run.glob(f"fold_*/{PADDLE_CHECKPOINT_NAME}")):
-            shutil.rmtree(run, ignore_errors=True)
-        raise
-
-
-def _train(
-    paddle: ModuleType,
-    plugin: TaskPlugin,
-    data_root: Path,
-    run: Path,
-    cfg: TrainConfig,
-    config: dict[str, Any],
-    callbacks: Sequence[EpochCallback],
-) -> Path:
-    from eyegc.common.bundle import (
-        SPLITS_NAME,
-        cases_fingerprint,
-        check_same_data,
-        save_config_keeping_signature,
-        save_signed_config,
-        write_checksums,
-    )
-    from eyegc.common.training import _load_data, make_splits
-
-    cases = plugin.list_cases(data_root, "train")
-    ids = [c.case_id for c in cases]
-    t = config["training"]
-    splits_path = run / SPLITS_NAME
-    splits = (
-        json.loads(splits_path.read_text())
-        if splits_path.is_file()
-        else make_splits(ids, int(t["folds"]), int(t["seed"]))
-    )
-    missing = sorted({c for s in splits for c in s["train"] + s["val"]} - set(ids))
-    if missing:
-        raise EyegcError(f"the saved split names cases absent from {data_root}: {', '.join(missing[:5])}")
-    if cfg.fold == "all":
-        todo = list(range(len(splits)))
-    else:
-        if not str(cfg.fold).isdigit() or not 0 <= int(cfg.fold) < len(splits):
-            raise EyegcError(f"--fold {cfg.fold} is not 'all' or a fold of this run (0..{len(splits) - 1})")
-        todo = [int(cfg.fold)]
-    device = paddle_device(cfg.device)
-    fingerprint = cases_fingerprint(cases, data_root)
-    check_same_data(config, fingerprint, data_root, "resume")
-    loaded = _load_data(plugin, cases, config["preprocessing"])
-    data = {
-        "images": {c: np.ascontiguousarray(v.numpy(), dtype=np.float32) for c, v in loaded.images.items()},
-        "labels": {c: np.asarray(v.numpy(), dtype=np.int64).reshape(-1) for c, v in loaded.labels.items()},
-        "targets": loaded.targets,
-    }
-    del loaded
-    with _paddle_device_scope(paddle, device):
-        _check_network(paddle, config, next(iter(data["images"].values())))
-        run.mkdir(parents=True, exist_ok=True)
-        if not splits_path.is_file():
-            splits_path.write_text(json.dumps(splits, indent=1) + "\n")
-        config["data_fingerprint"] = fingerprint
-        config["training"]["data_root"] = str(data_root.resolve())
-        save_config_keeping_signature(run, config)
-        for fold in todo:
-            done = config["folds"].get(str(fold))
-            if done and done["epochs_done"] >= int(t["epochs"]):
-                continue
-            started = time.perf_counter()
-            config["folds"][str(fold)] = _train_fold(paddle, plugin, run, config, data, splits[fold], fold, callbacks)
-            config["folds"][str(fold)]["seconds"] = round(time.perf_counter() - started, 1)
-            save_signed_config(run, config, fresh=[config["folds"][str(fold)]["weights"]])
-    if len(config["folds"]) == len(splits) and cfg.tune:
-        from eyegc.common.tuning import tune
-
-        tune(plugin, run, data_root)
-    else:
-        write_checksums(run)
-    return run
+    run = Path(run)
+    if resume and (run / CONFIG_NAME).is_file():
+        trained_with = read_config(run).get("backend", "torch")
+        if trained_with != "paddle":
+            raise EyegcError(f"{run} was trained with the {trained_with} backend; resume it with that")
+    return train(plugin, data_root, run, replace(cfg, backend="paddle"), resume=resume, callbacks=callbacks)

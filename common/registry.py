@@ -6,15 +6,18 @@ import argparse
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import TaskPlugin
 
 __all__ = [
+    "BACKEND_ENTRY_POINT_GROUP",
     "CLI_ENTRY_POINT_GROUP",
     "ENTRY_POINT_GROUP",
+    "available_backends",
     "available_tasks",
+    "get_backend",
     "get_task",
     "look_up_option",
     "plugin_verbs",
@@ -25,9 +28,12 @@ ENTRY_POINT_GROUP = "eyegc.tasks"
 #: Plugins add ``eyegc`` verbs here: each entry point names a function that takes argparse's
 #: ``add_parser`` and adds its verb(s), e.g. GOALS' ``thickness-model``.
 CLI_ENTRY_POINT_GROUP = "eyegc.cli"
+#: Training backends (eyegc.common.backend.TrainingBackend) by name: torch, paddle.
+BACKEND_ENTRY_POINT_GROUP = "eyegc.backends"
 T = TypeVar("T")
 
 _registered: dict[str, Callable[[], TaskPlugin]] = {}
+_backends: dict[str, Any] = {}
 _loaded: dict[str, TaskPlugin] = {}
 
 
@@ -91,3 +97,20 @@ def plugin_verbs() -> list[Callable[[Callable[..., argparse.ArgumentParser]], No
         except Exception as error:  # a broken third-party plugin: name it instead of a traceback
             raise EyegcError(f"the eyegc.cli entry point {ep.name!r} ({ep.value}) cannot be loaded: {error}") from None
     return verbs
+
+
+def available_backends() -> list[str]:
+    """Names of the training backends (``eyegc.backends`` entry points), sorted."""
+    return sorted({ep.name for ep in entry_points(group=BACKEND_ENTRY_POINT_GROUP)})
+
+
+def get_backend(name: str) -> Any:
+    """The training backend registered as ``name`` (an :class:`~eyegc.common.backend.TrainingBackend`), loaded once.
+
+    Raises:
+        EyegcError: no such backend (naming the ones there are).
+    """
+    if name not in _backends:
+        found = {ep.name: ep for ep in entry_points(group=BACKEND_ENTRY_POINT_GROUP)}
+        _backends[name] = look_up_option(name, found, what="backend").load()
+    return _backends[name]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import tiny_train_config
 from eyegc.challenges.goals.cli import THICKNESS_OPTIONS
-from eyegc.common import training
+from eyegc.common import torch_backend, training
 from eyegc.common.bundle import check_bundle_settings, load_bundle, read_config, write_checksums
 from eyegc.common.cli import build_parser, main
 from eyegc.common.errors import BundleError, EyegcError
@@ -247,9 +247,9 @@ def test_the_paddle_backend_checks_the_same_rules(task: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("task", TASKS)
 def test_zero_is_a_value_and_none_the_default(task: str) -> None:
     plugin = get_task(task)
-    config = training._resolve(plugin, TrainConfig(patch_size=0, seed=0))
+    config = training.resolve_config(plugin, TrainConfig(patch_size=0, seed=0))
     assert config["patch_size"] == 0 and config["training"]["seed"] == 0  # 0 kept, not the default
-    config = training._resolve(plugin, TrainConfig())
+    config = training.resolve_config(plugin, TrainConfig())
     assert config["training"]["epochs"] == plugin.defaults.epochs
     assert config["training"]["learning_rate"] == plugin.defaults.learning_rate
 
@@ -431,7 +431,7 @@ def _interrupt(*args: object, **kwargs: object) -> None:
 def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_written(
     drac22_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(training, "_check_network", _interrupt)  # after loading the data, before any epoch
+    monkeypatch.setattr(torch_backend, "_check_network", _interrupt)  # after loading the data, before any epoch
     run = tmp_path / "run"
     assert main(_train_args(drac22_data, run)) == 130
     captured = capsys.readouterr()
@@ -443,7 +443,7 @@ def test_ctrl_c_before_the_first_checkpoint_says_nothing_was_written(
 def test_ctrl_c_after_a_checkpoint_says_how_to_resume(
     drac22_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(training, "_plot_curve", _interrupt)  # fold 0's epochs and checkpoint are done
+    monkeypatch.setattr(training, "plot_curve", _interrupt)  # fold 0's epochs and checkpoint are done
     run = tmp_path / "run"
     assert main(_train_args(drac22_data, run)) == 130
     err = capsys.readouterr().err

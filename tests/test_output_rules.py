@@ -482,10 +482,10 @@ def test_an_unknown_device_is_one_line(device: str) -> None:
 
 
 def test_train_on_a_full_disk_is_an_os_error_naming_the_file(full_disk: Path) -> None:
-    from eyegc.common import training
+    from eyegc.common import torch_backend
 
     with pytest.raises(OSError) as error:
-        training._save_atomic({"weights": np.zeros(100_000)}, full_disk / "checkpoint.pt")
+        torch_backend._save_atomic({"weights": np.zeros(100_000)}, full_disk / "checkpoint.pt")
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(full_disk / "checkpoint.pt")
     assert list(full_disk.iterdir()) == []
 

@@ -10,7 +10,8 @@ import torch
 from eyegc.common.errors import EyegcError
 from eyegc.common.preprocessing import apply_clahe, estimate_fov, prepare_image
 from eyegc.common.registry import get_task
-from eyegc.common.training import TrainConfig, _resolve
+from eyegc.common.training import TrainConfig
+from eyegc.common.training import resolve_config as _resolve
 
 
 def _fundus(size: int = 96) -> np.ndarray:

@@ -171,7 +171,7 @@ def test_resume_on_other_data_is_refused(drac22_data: Path, tmp_path: Path) -> N
 
 def test_class_index_maps_are_resampled_nearest_and_never_get_new_classes() -> None:
     from eyegc.common.preprocessing import prepare_target
-    from eyegc.common.training import _augmentation
+    from eyegc.common.torch_backend import _augmentation
 
     index_map = np.zeros((1, 64, 64), dtype=np.uint8)
     index_map[0, :, 20:40] = 3
@@ -222,7 +222,7 @@ def test_bce_loss_is_cross_entropy_alone_and_only_for_sigmoid_tasks() -> None:
 
 
 def test_elastic_deformation_can_be_switched_off() -> None:
-    from eyegc.common.training import _augmentation
+    from eyegc.common.torch_backend import _augmentation
     from monai.transforms import Rand2DElasticd
 
     def names(probability: float) -> list[str]:

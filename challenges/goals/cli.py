@@ -10,12 +10,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from eyegc.challenges.goals.thickness_model import (
-    THICKNESS_OPTIONS,
-    describe_thickness_model,
-    fit_thickness_model,
-    predict_thickness_model,
-)
+from eyegc.challenges.goals import thickness_model
+from eyegc.challenges.goals.thickness_model import THICKNESS_OPTIONS
 from eyegc.common.errors import EyegcError
 from eyegc.common.outputs import OutputKind, check_outputs
 
@@ -29,7 +25,7 @@ def _cmd_thickness_model(args: argparse.Namespace) -> int:
     if args.action == "fit":
         if args.data is None:
             raise EyegcError("thickness-model fit needs --data (the GOALS root)")
-        summary = fit_thickness_model(
+        summary = thickness_model.fit_thickness_model(
             args.layers_model or [],
             args.data,
             args.out,
@@ -42,12 +38,12 @@ def _cmd_thickness_model(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite=args.overwrite,
         )
-        print(describe_thickness_model(summary))
+        print(thickness_model.describe_thickness_model(summary))
         print(f"thickness model written to {args.out}")
         return 0
     if args.model is None or args.images is None:
         raise EyegcError("thickness-model predict needs --model MODEL and --images DIR")
-    summary = predict_thickness_model(
+    summary = thickness_model.predict_thickness_model(
         args.model,
         args.images,
         args.out,

@@ -217,6 +217,57 @@ def _csv_text(case_ids: Sequence[str], likelihoods: np.ndarray, header: Sequence
     return buffer.getvalue()
 
 
+def _prediction_parts(
+    pred: Path | None, layers_pred: Path | None, glaucoma_pred: Path | None
+) -> tuple[Path | None, Path | None]:
+    """The layers and glaucoma prediction folders: those given, else what ``pred`` holds."""
+    if pred is not None:
+        pred = Path(pred)
+        if not pred.is_dir():
+            raise DataError(f"prediction folder not found: {pred}")
+        holds_layers, holds_glaucoma = (pred / LAYER_DIR).is_dir(), any(pred.glob("*.json"))
+        if not (holds_layers or holds_glaucoma):
+            raise DataError(
+                f"{pred} holds neither {LAYER_DIR}/ nor per-case .json files; pass the output folder of "
+                "`eyegc predict goals-layers` or `eyegc predict goals-glaucoma`"
+            )
+        if holds_layers and layers_pred is None:
+            layers_pred = pred
+        if holds_glaucoma and glaucoma_pred is None:
+            glaucoma_pred = pred
+    if layers_pred is None and glaucoma_pred is None:
+        raise DataError("nothing to submit: give a layers and/or a glaucoma prediction folder")
+    return layers_pred, glaucoma_pred
+
+
+def _submission_case_ids(
+    layers_pred: Path | None, glaucoma_pred: Path | None, case_ids: Sequence[str] | None
+) -> list[str]:
+    """The images to submit: ``case_ids``, else those the prediction folders cover (both the same)."""
+    found: dict[str, list[str]] = {}
+    if layers_pred is not None:
+        found["layers"] = layer_case_ids(layers_pred)
+    if glaucoma_pred is not None:
+        if not Path(glaucoma_pred).is_dir():
+            raise DataError(f"glaucoma prediction folder not found: {glaucoma_pred}")
+        found["glaucoma"] = glaucoma_case_ids(glaucoma_pred)
+    if case_ids is not None:
+        ids = sorted_case_ids(case_ids)
+    else:
+        sets = {part: set(names) for part, names in found.items()}
+        if len(sets) == 2 and sets["layers"] != sets["glaucoma"]:
+            only_l = sorted_case_ids(sets["layers"] - sets["glaucoma"])[:5]
+            only_g = sorted_case_ids(sets["glaucoma"] - sets["layers"])[:5]
+            raise DataError(
+                f"the layer and glaucoma predictions cover different images (layers only: {only_l}, "
+                f"glaucoma only: {only_g}); predict both on the same images or pass case_ids"
+            )
+        ids = sorted_case_ids(next(iter(found.values())))
+    if not ids:
+        raise DataError("the prediction folder(s) hold no predictions")
+    return ids
+
+
 def write_goals_submission(
     pred: Path | None,
     out: Path,
@@ -253,49 +304,13 @@ def write_goals_submission(
         DataError: no predictions, the two parts cover different images, a case is missing, or a
             layer PNG has the wrong size or values. The message names the file.
     """
-    if pred is not None:
-        pred = Path(pred)
-        if not pred.is_dir():
-            raise DataError(f"prediction folder not found: {pred}")
-        holds_layers, holds_glaucoma = (pred / LAYER_DIR).is_dir(), any(pred.glob("*.json"))
-        if not (holds_layers or holds_glaucoma):
-            raise DataError(
-                f"{pred} holds neither {LAYER_DIR}/ nor per-case .json files; pass the output folder of "
-                "`eyegc predict goals-layers` or `eyegc predict goals-glaucoma`"
-            )
-        if holds_layers and layers_pred is None:
-            layers_pred = pred
-        if holds_glaucoma and glaucoma_pred is None:
-            glaucoma_pred = pred
-    if layers_pred is None and glaucoma_pred is None:
-        raise DataError("nothing to submit: give a layers and/or a glaucoma prediction folder")
+    layers_pred, glaucoma_pred = _prediction_parts(pred, layers_pred, glaucoma_pred)
     if len(header) != 2 or not all(str(h).strip() for h in header):
         raise DataError(f"the CSV header must be two non-empty column names; got {list(header)}")
     if glaucoma_value not in ("probability", "label"):
         raise DataError(f"glaucoma_value must be 'probability' or 'label'; got {glaucoma_value!r}")
 
-    found: dict[str, list[str]] = {}
-    if layers_pred is not None:
-        found["layers"] = layer_case_ids(layers_pred)
-    if glaucoma_pred is not None:
-        if not Path(glaucoma_pred).is_dir():
-            raise DataError(f"glaucoma prediction folder not found: {glaucoma_pred}")
-        found["glaucoma"] = glaucoma_case_ids(glaucoma_pred)
-    if case_ids is not None:
-        ids = sorted_case_ids(case_ids)
-    else:
-        sets = {part: set(names) for part, names in found.items()}
-        if len(sets) == 2 and sets["layers"] != sets["glaucoma"]:
-            only_l = sorted_case_ids(sets["layers"] - sets["glaucoma"])[:5]
-            only_g = sorted_case_ids(sets["glaucoma"] - sets["layers"])[:5]
-            raise DataError(
-                f"the layer and glaucoma predictions cover different images (layers only: {only_l}, "
-                f"glaucoma only: {only_g}); predict both on the same images or pass case_ids"
-            )
-        ids = sorted_case_ids(next(iter(found.values())))
-    if not ids:
-        raise DataError("the prediction folder(s) hold no predictions")
-
+    ids = _submission_case_ids(layers_pred, glaucoma_pred, case_ids)
     # Read and check everything before anything is written.
     layer_maps: list[bytes] = []
     if layers_pred is not None:

@@ -39,6 +39,7 @@ from eyegc.common.classification import write_classification_case
 from eyegc.common.errors import BundleError, DataError, EyegcError
 from eyegc.common.imageio import atomic_output_dir, split_image_suffix
 from eyegc.common.options import SEED, NumberRule, Rule, check_options
+from eyegc.common.plugin import Case, TaskPlugin
 from eyegc.common.registry import get_task, look_up_option
 from tqdm import tqdm
 
@@ -316,51 +317,98 @@ def fit_thickness_model(
     cross-validation (shuffled with ``seed``) are scored with the task's metric (AUC with a
     bootstrap interval, accuracy, F1, kappa at the threshold) and give the threshold (Youden's J,
     the rule used for the CNN); the final model is fit on all cases. ``out`` appears only when
-    complete (see the module docstring for its files).
-
-    CLI (``eyegc thickness-model fit``): ``--data DATA_ROOT --out OUT [--layers-model RUN ...]
-    [--source predicted|truth] [--split train] [--sectors 12] [--C 1.0] [--folds 5] [--seed 0]
-    [--tta none] [--device cpu] [--overwrite]``.
+    complete (its files: the module docstring).
 
     Args:
-        layers_models: ``goals-layers`` bundle folder(s), ensembled. Required with
-            ``source="predicted"``; optional with ``"truth"``, where they are only recorded so
-            that :func:`predict_thickness_model` can use them without ``layers_models``.
+        layers_models: ``goals-layers`` bundle folder(s), ensembled; required with ``source="predicted"``
+            (with ``"truth"`` only recorded for :func:`predict_thickness_model`).
         data_root: the GOALS data root (holds ``Train/``, ``Validation/``).
         out: the model folder to create.
         split: ``"train"`` or ``"test"`` (the labelled ``Validation/`` split).
-        tta: TTA mode of the layer model (``"none"``, ``"flip"``, ...); stored and reused at prediction.
-        device: ``"cpu"``, ``"cuda"`` or ``"auto"``, for the layer model.
-        source: ``"predicted"`` (layer maps from the bundle(s), as at prediction time) or
-            ``"truth"`` (ground-truth masks: an upper bound, and fast). Layer maps predicted on
-            the layer model's own training images are cleaner than on unseen ones; fit on cases
-            the layer model did not train on where you can.
+        tta, device: the layer model's TTA mode (stored and reused at prediction) and device.
+        source: ``"predicted"`` (layer maps from the bundle(s), as at prediction time; fit on cases
+            the layer model did not train on where you can) or ``"truth"`` (ground-truth masks: an
+            upper bound, and fast).
         sectors: column sectors per layer (:func:`thickness_features`).
         C: inverse regularisation strength of the logistic regression.
-        folds: cross-validation folds (at least 2, and at most the number of cases of either class).
-        seed: seed of the fold assignment.
+        folds, seed: cross-validation folds (2 .. the smaller class's count) and their shuffle seed.
         overwrite: replace an existing ``out``.
 
     Returns:
         A summary: ``out``, ``cases``, ``positives``, ``source``, ``sectors``, ``cross_validation``
-        (``auc``, ``auc_ci_low``, ``auc_ci_high``, ``accuracy``, ``f1``, ``kappa``, ``youden_j``;
-        NaN figures as None), ``threshold``, ``coefficients`` (feature name -> coefficient per
-        standard deviation, sorted by magnitude) and ``intercept``.
+        (the task's figures and ``youden_j``; NaN as None), ``threshold``, ``coefficients`` (per
+        standard deviation, largest first) and ``intercept``.
 
     Raises:
-        EyegcError: an unknown source or TTA mode, bad ``C``/``folds``/``sectors``, a single
-            class or too few cases of one class for ``folds``, or ``out`` exists without ``overwrite``.
+        EyegcError: a bad setting, a single class or too few of one for ``folds``, or ``out`` exists.
         DataError: missing or malformed data (a case without a layer mask with ``source="truth"``).
         BundleError: a layer bundle that is missing, damaged or not for ``goals-layers``.
     """
-    from eyegc.common.inference import Predictor, resolve_device, tta_ops_for
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    glaucoma, layers, models = _check_fit_settings(layers_models, data_root, out, source, sectors, C, folds, seed, tta)
+    if overwrite:
+        _refuse_overwriting_inputs(out, [Path(data_root), *models])
+    cases = glaucoma.list_cases(Path(data_root), split)
+    labels = np.array([int(c.labels["glaucoma"]) for c in cases], dtype=np.int64)  # type: ignore[index]
+    counts = _check_class_counts(labels, split, data_root, folds)
+    bundles = _load_layer_bundles(models)
+    truth, predictor, tta_ops = _layer_source(source, layers, cases, data_root, split, bundles, tta, device)
+    with atomic_output_dir(Path(out), overwrite=overwrite) as tmp:
+        case_ids = [c.case_id for c in cases]
+        features = _fit_features(case_ids, [c.image for c in cases], truth, predictor, sectors)
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        oof = cross_val_predict(build_pipeline(C, seed), features, labels, cv=cv, method="predict_proba")[:, 1]
+        threshold, figures = _cross_validation_figures(glaucoma, oof, labels, case_ids)
+        pipeline = build_pipeline(C, seed).fit(features, labels)
+        run = {"data_root": str(Path(data_root).resolve()), "split": split, "cases": len(cases)}
+        run |= {"positives": int(counts[1]), "folds": folds, "seed": seed}
+        layer_source = {
+            "source": source,
+            "tta": tta,
+            "tta_ops": tta_ops,
+            "layers_models": [_layer_entry(b) for b in bundles],
+        }
+        doc = _model_document(glaucoma, pipeline, C, sectors, threshold, layer_source, run, figures)
+        (tmp / MODEL_NAME).write_text(json.dumps(doc, indent=2) + "\n")
+        fitted = pipeline.predict_proba(features)[:, 1]
+        _write_features_csv(tmp / FEATURES_CSV, case_ids, labels, oof, fitted, features, doc["features"]["names"])
+    return _fit_summary(out, doc)
+
+
+def _fit_summary(out: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`fit_thickness_model` returns, read from the model it wrote."""
+    return {
+        "out": str(out),
+        "cases": doc["training"]["cases"],
+        "positives": doc["training"]["positives"],
+        "source": doc["source"],
+        "sectors": doc["features"]["sectors"],
+        "cross_validation": doc["cross_validation"],
+        "threshold": doc["threshold"],
+        "coefficients": doc["coefficients"],
+        "intercept": doc["logistic_regression"]["intercept"],
+    }
+
+
+def _check_fit_settings(
+    layers_models: Sequence[Path],
+    data_root: Path,
+    out: Path,
+    source: str,
+    sectors: int,
+    C: float,
+    folds: int,
+    seed: int,
+    tta: str,
+) -> tuple[TaskPlugin, TaskPlugin, list[Path]]:
+    """Every fit setting checked before slow work; the glaucoma and layers tasks and the layer bundles' paths."""
+    from eyegc.common.inference import tta_ops_for
 
     look_up_option(source, SOURCES, what="layer source")
     _check_sectors(sectors)
     build_pipeline(C, seed)  # validates C before any slow work
     check_options(THICKNESS_OPTIONS, {"folds": folds, "seed": seed})
-    glaucoma = get_task(GLAUCOMA_TASK)
     layers = get_task(LAYERS_TASK)
     tta_ops_for(layers, tta)  # an unknown mode fails now, not at prediction time
     models = [Path(m) for m in layers_models]
@@ -369,11 +417,11 @@ def fit_thickness_model(
             "give the goals-layers bundle(s) that segment the layers (--layers-model RUN), "
             "or fit on the ground-truth masks with --source truth"
         )
-    if overwrite:
-        _refuse_overwriting_inputs(out, [Path(data_root), *models])
+    return get_task(GLAUCOMA_TASK), layers, models
 
-    cases = glaucoma.list_cases(Path(data_root), split)
-    labels = np.array([int(c.labels["glaucoma"]) for c in cases], dtype=np.int64)  # type: ignore[index]
+
+def _check_class_counts(labels: np.ndarray, split: str, data_root: Path, folds: int) -> np.ndarray:
+    """Normal and glaucoma case counts; both classes, and enough of each for ``folds`` stratified folds."""
     counts = np.bincount(labels, minlength=2)
     if counts.min() == 0:
         raise EyegcError(
@@ -389,9 +437,22 @@ def fit_thickness_model(
             f"{counts[0]} normal and {counts[1]} glaucoma cases cannot be split into {folds} stratified folds; "
             f"use --folds {int(counts.min())} or fewer"
         )
-    bundles = _load_layer_bundles(models)
-    truth = None
-    predictor = None
+    return counts
+
+
+def _layer_source(
+    source: str,
+    layers: TaskPlugin,
+    cases: Sequence[Case],
+    data_root: Path,
+    split: str,
+    bundles: list[Bundle],
+    tta: str,
+    device: str,
+) -> tuple[dict[str, Case] | None, Any, list[str]]:
+    """Where the layer maps come from: ground-truth cases (``truth``) or a predictor of the bundles, and its TTA ops."""
+    from eyegc.common.inference import Predictor, resolve_device
+
     if source == "truth":
         by_id = {c.case_id: c for c in layers.list_cases(Path(data_root), split)}
         lacking = [c.case_id for c in cases if c.case_id not in by_id]
@@ -399,87 +460,85 @@ def fit_thickness_model(
             raise DataError(
                 f"no layer mask for case(s) {', '.join(lacking[:5])} of {data_root}; --source truth needs one"
             )
-        truth = {c.case_id: by_id[c.case_id] for c in cases}
-        tta_ops: list[str] = []
-    else:
-        predictor = Predictor(layers, bundles, tta=tta, device=resolve_device(device))
-        tta_ops = list(predictor.ops)
-    with atomic_output_dir(Path(out), overwrite=overwrite) as tmp:
-        case_ids = [c.case_id for c in cases]
-        features = _fit_features(case_ids, [c.image for c in cases], truth, predictor, sectors)
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        oof = cross_val_predict(build_pipeline(C, seed), features, labels, cv=cv, method="predict_proba")[:, 1]
-        threshold, youden_j = _youden_threshold(oof, labels)
-        grades = (oof >= threshold).astype(np.int64)
-        result = glaucoma.metric(
-            GLAUCOMA_TASK,
-            [np.array([g]) for g in grades],
-            [np.array([y]) for y in labels],
-            case_ids,
-            [np.array([[1.0 - p, p]]) for p in oof],
-        )
-        figures = {k: _json_number(v) for k, v in result.leaderboard.items()}
-        figures["youden_j"] = _json_number(youden_j)
+        return {c.case_id: by_id[c.case_id] for c in cases}, None, []
+    predictor = Predictor(layers, bundles, tta=tta, device=resolve_device(device))
+    return None, predictor, list(predictor.ops)
 
-        pipeline = build_pipeline(C, seed).fit(features, labels)
-        scaler, regression = pipeline[0], pipeline[-1]
-        names = feature_names(sectors)
-        coef = [float(v) for v in regression.coef_[0]]
-        ranked = dict(sorted(zip(names, coef, strict=True), key=lambda item: -abs(item[1])))
-        doc: dict[str, Any] = {
-            "format": MODEL_FORMAT,
-            "task": GLAUCOMA_TASK,
-            "head": glaucoma.classes[0].key,
-            "layers_task": LAYERS_TASK,
-            "features": {
-                "names": names,
-                "sectors": int(sectors),
-                "layers": dict(THICKNESS_LAYERS),
-                "units": "pixels per column (layer_thickness), averaged per sector",
-            },
-            "scaler": {"mean": [float(v) for v in scaler.mean_], "scale": [float(v) for v in scaler.scale_]},
-            "logistic_regression": {
-                "coef": coef,
-                "intercept": float(regression.intercept_[0]),
-                "C": float(C),
-                "class_weight": "balanced",
-            },
-            "threshold": threshold,
-            "source": source,
-            "tta": tta,
-            "tta_ops": tta_ops,
-            "layers_models": [_layer_entry(b) for b in bundles],
-            "training": {
-                "data_root": str(Path(data_root).resolve()),
-                "split": split,
-                "cases": len(cases),
-                "positives": int(counts[1]),
-                "folds": folds,
-                "seed": seed,
-            },
-            "cross_validation": figures,
-            "coefficients": ranked,
-            "eyegc_version": eyegc_version(),
-        }
-        (tmp / MODEL_NAME).write_text(json.dumps(doc, indent=2) + "\n")
-        fitted = pipeline.predict_proba(features)[:, 1]
-        with open(tmp / FEATURES_CSV, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["case", "glaucoma", "cv_probability", "fitted_probability", *names])
-            for n, case_id in enumerate(case_ids):
-                row = [f"{v:.6g}" for v in features[n]]
-                writer.writerow([case_id, int(labels[n]), f"{oof[n]:.6f}", f"{fitted[n]:.6f}", *row])
+
+def _cross_validation_figures(
+    glaucoma: TaskPlugin, oof: np.ndarray, labels: np.ndarray, case_ids: list[str]
+) -> tuple[float, dict[str, Any]]:
+    """The threshold (Youden's J) and the task's metric of the out-of-fold probabilities."""
+    threshold, youden_j = _youden_threshold(oof, labels)
+    grades = (oof >= threshold).astype(np.int64)
+    result = glaucoma.metric(
+        GLAUCOMA_TASK,
+        [np.array([g]) for g in grades],
+        [np.array([y]) for y in labels],
+        case_ids,
+        [np.array([[1.0 - p, p]]) for p in oof],
+    )
+    figures = {k: _json_number(v) for k, v in result.leaderboard.items()}
+    figures["youden_j"] = _json_number(youden_j)
+    return threshold, figures
+
+
+def _model_document(
+    glaucoma: TaskPlugin,
+    pipeline: Any,
+    C: float,
+    sectors: int,
+    threshold: float,
+    layer_source: dict[str, Any],
+    run: dict[str, Any],
+    figures: dict[str, Any],
+) -> dict[str, Any]:
+    """``thickness_model.json``: features, scaler, regression, threshold, layer source, training run, figures."""
+    scaler, regression = pipeline[0], pipeline[-1]
+    names = feature_names(sectors)
+    coef = [float(v) for v in regression.coef_[0]]
     return {
-        "out": str(out),
-        "cases": len(cases),
-        "positives": int(counts[1]),
-        "source": source,
-        "sectors": int(sectors),
-        "cross_validation": figures,
+        "format": MODEL_FORMAT,
+        "task": GLAUCOMA_TASK,
+        "head": glaucoma.classes[0].key,
+        "layers_task": LAYERS_TASK,
+        "features": {
+            "names": names,
+            "sectors": int(sectors),
+            "layers": dict(THICKNESS_LAYERS),
+            "units": "pixels per column (layer_thickness), averaged per sector",
+        },
+        "scaler": {"mean": [float(v) for v in scaler.mean_], "scale": [float(v) for v in scaler.scale_]},
+        "logistic_regression": {
+            "coef": coef,
+            "intercept": float(regression.intercept_[0]),
+            "C": float(C),
+            "class_weight": "balanced",
+        },
         "threshold": threshold,
-        "coefficients": ranked,
-        "intercept": doc["logistic_regression"]["intercept"],
+        **layer_source,
+        "training": run,
+        "cross_validation": figures,
+        "coefficients": dict(sorted(zip(names, coef, strict=True), key=lambda item: -abs(item[1]))),
+        "eyegc_version": eyegc_version(),
     }
+
+
+def _write_features_csv(
+    path: Path,
+    case_ids: list[str],
+    labels: np.ndarray,
+    oof: np.ndarray,
+    fitted: np.ndarray,
+    features: np.ndarray,
+    names: list[str],
+) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "glaucoma", "cv_probability", "fitted_probability", *names])
+        for n, case_id in enumerate(case_ids):
+            row = [f"{v:.6g}" for v in features[n]]
+            writer.writerow([case_id, int(labels[n]), f"{oof[n]:.6f}", f"{fitted[n]:.6f}", *row])
 
 
 def _resolve_layer_bundles(model: dict[str, Any], layers_models: Sequence[Path] | None) -> list[Bundle]:
@@ -529,6 +588,28 @@ def _resolve_layer_bundles(model: dict[str, Any], layers_models: Sequence[Path] 
     return bundles
 
 
+def _predict_cases(doc: dict[str, Any], predictor: Any, paths: Sequence[Path], tmp: Path) -> int:
+    """Each image's glaucoma prediction into ``tmp`` and its features into ``thickness_features.csv``;
+    returns how many are predicted glaucoma."""
+    layers, glaucoma = get_task(LAYERS_TASK), get_task(GLAUCOMA_TASK)
+    threshold, sectors = float(doc["threshold"]), int(doc["features"]["sectors"])
+    positives = 0
+    with open(tmp / ".thickness_features.csv.partial", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case", "glaucoma_probability", "glaucoma", *doc["features"]["names"]])
+        for path in tqdm(paths, desc="thickness model", unit="case"):
+            case_id = split_image_suffix(path.name)[0]
+            index_map = predictor.predict(layers.read_image(path))[0]
+            features = thickness_features(index_map, sectors)
+            p = float(apply_thickness_model(doc, features)[0])
+            grade = int(p >= threshold)
+            positives += grade
+            write_classification_case(tmp, case_id, glaucoma.classes, np.array([grade]), np.array([[1.0 - p, p]]))
+            writer.writerow([case_id, f"{p:.6f}", grade, *(f"{v:.6g}" for v in features)])
+    os.replace(tmp / ".thickness_features.csv.partial", tmp / "thickness_features.csv")
+    return positives
+
+
 def predict_thickness_model(
     model: Path,
     images: Path,
@@ -547,9 +628,6 @@ def predict_thickness_model(
     ``eyegc evaluate goals-glaucoma --pred OUT`` and ``eyegc submission goals-glaucoma`` read —
     and ``out/thickness_features.csv`` the features and probability of each case. ``out``
     appears only when every case succeeded.
-
-    CLI (``eyegc thickness-model predict``): ``--model MODEL --images DIR --out OUT
-    [--layers-model RUN ...] [--tta MODE] [--device cpu] [--overwrite]``.
 
     Args:
         model: the folder written by :func:`fit_thickness_model` (or its ``thickness_model.json``).
@@ -582,32 +660,15 @@ def predict_thickness_model(
         )
     bundles = _resolve_layer_bundles(doc, layers_models)
     layers = get_task(LAYERS_TASK)
-    glaucoma = get_task(GLAUCOMA_TASK)
     predictor = Predictor(layers, bundles, tta=doc["tta"] if tta is None else tta, device=resolve_device(device))
-    threshold = float(doc["threshold"])
-    sectors = int(doc["features"]["sectors"])
-    names = doc["features"]["names"]
-    positives = 0
     started = time.perf_counter()
     with atomic_output_dir(Path(out), overwrite=overwrite) as tmp:
-        with open(tmp / ".thickness_features.csv.partial", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["case", "glaucoma_probability", "glaucoma", *names])
-            for path in tqdm(paths, desc="thickness model", unit="case"):
-                case_id = split_image_suffix(path.name)[0]
-                index_map = predictor.predict(layers.read_image(path))[0]
-                features = thickness_features(index_map, sectors)
-                p = float(apply_thickness_model(doc, features)[0])
-                grade = int(p >= threshold)
-                positives += grade
-                write_classification_case(tmp, case_id, glaucoma.classes, np.array([grade]), np.array([[1.0 - p, p]]))
-                writer.writerow([case_id, f"{p:.6f}", grade, *(f"{v:.6g}" for v in features)])
-        os.replace(tmp / ".thickness_features.csv.partial", tmp / "thickness_features.csv")
+        positives = _predict_cases(doc, predictor, paths, tmp)
     elapsed = time.perf_counter() - started
     return {
         "cases": len(paths),
         "positives": positives,
-        "threshold": threshold,
+        "threshold": float(doc["threshold"]),
         "members": predictor.members,
         "tta": list(predictor.ops),
         "seconds_per_case": elapsed / len(paths),
