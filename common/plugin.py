@@ -24,6 +24,7 @@ __all__ = [
     "EvaluationResult",
     "Metric",
     "ModelDefaults",
+    "OwnPostprocessing",
     "Socket",
     "TaskKind",
     "TaskPlugin",
@@ -290,4 +291,15 @@ class TaskPlugin(Protocol):
 
     def make_sample_data(self, out: Path, cases: int, test_cases: int, seed: int) -> None:
         """Write a synthetic data set in the official layout into the (empty) folder ``out``."""
+        ...
+
+
+@runtime_checkable
+class OwnPostprocessing(Protocol):
+    """The optional hook of a :class:`TaskPlugin`: its own final step from probabilities to the
+    prediction (GOALS layers: the anatomical layer order), used instead of thresholds and component
+    sizes by training's model selection, ``eyegc predict`` and the container alike."""
+
+    def postprocess(self, probabilities: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+        """The prediction (``(1, H, W)`` class indices, or ``(classes, H, W)`` masks) of one case."""
         ...

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from eyegc.common.plugin import TaskKind
+from eyegc.common.plugin import OwnPostprocessing, TaskKind
 from scipy import ndimage
 
 __all__ = ["DEFAULT_POSTPROCESSING", "binarize", "plugin_postprocess", "postprocess", "remove_small_components"]
@@ -62,7 +62,6 @@ def plugin_postprocess(plugin: Any, probabilities: np.ndarray, settings: Mapping
     Training's model selection, ``eyegc predict`` and the container all go through here, so
     they apply the same final step.
     """
-    own = getattr(plugin, "postprocess", None)
-    if callable(own):
-        return own(probabilities, settings)
+    if isinstance(plugin, OwnPostprocessing):
+        return plugin.postprocess(probabilities, settings)
     return postprocess(probabilities, plugin.kind, [c.key for c in plugin.classes], settings)
