@@ -5,7 +5,8 @@
 #                    [--memory 8g] [--sockets FILE] [--print-sockets] [--no-test] [--no-docker] [--out dist] [--demo]
 #
 # e.g. ./submit.sh drac22-task1 --demo --base-image eyegc-base:bookworm
-# The work is done by containers/submit.py with the project's Python (see containers/README.md).
+# The work is done by eyegc.common.deploy (python -m eyegc.common.deploy.submit) with the project's
+# Python, building from this checkout (see containers/README.md).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,4 +22,4 @@ if [[ -z "$python" ]] || ! "$python" -c "import eyegc.common.container" 2>/dev/n
     echo "submit.sh: eyegc is not importable with ${python:-python3}; install it (pip install -e .) or set EYEGC_PYTHON" >&2
     exit 1
 fi
-exec "$python" "$root/containers/submit.py" "$@"
+EYEGC_SOURCE="$root" exec "$python" -m eyegc.common.deploy.submit "$@"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,14 @@ from eyegc.common.lazy import LazySequence
 from eyegc.common.plugin import EvaluationResult, TaskPlugin
 from tqdm import tqdm
 
-__all__ = ["evaluate_predictions", "format_leaderboard", "overlap_per_case", "write_per_case_csv", "write_result_json"]
+__all__ = [
+    "MeanOverlapMetric",
+    "evaluate_predictions",
+    "format_leaderboard",
+    "overlap_per_case",
+    "write_per_case_csv",
+    "write_result_json",
+]
 
 
 def overlap_per_case(
@@ -118,3 +127,65 @@ def evaluate_predictions(
             probabilities=probabilities,
             rois=rois,
         )
+
+
+def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    # An all-NaN slice (a class absent from every ground truth) is NaN, without numpy's warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+@dataclass(frozen=True)
+class MeanOverlapMetric:
+    """Mean DSC / mean IoU over the classes of a multi-label segmentation task.
+
+    Per image and class, Dice and IoU on 0/1 masks; NaN where that class's ground truth is empty
+    (false positives on such images cost nothing); per class the NaN-ignoring mean over images;
+    the leaderboard figure is the mean over classes. Ranking is by mean DSC, ties by mean IoU.
+    A class with no ground truth in any evaluated image is NaN and left out of the mean over classes.
+    """
+
+    classes: tuple[str, ...]
+    primary: str = "mean_dsc"
+    class_primary: str = "dsc"
+    needs_probabilities: bool = False
+
+    def __call__(
+        self,
+        task: str,
+        predictions: Sequence[np.ndarray],
+        targets: Sequence[np.ndarray],
+        case_ids: Sequence[str],
+        probabilities: Sequence[np.ndarray] | None = None,
+        rois: Sequence[np.ndarray | None] | None = None,
+    ) -> EvaluationResult:
+        """Score ``(classes, H, W)`` masks against ground truth of the same shape (probabilities, rois unused)."""
+        if not (len(predictions) == len(targets) == len(case_ids)):
+            raise ValueError("predictions, targets and case_ids differ in length")
+        del probabilities, rois
+        dsc = np.full((len(case_ids), len(self.classes)), np.nan)
+        iou = np.full_like(dsc, np.nan)
+        rows = []
+        for i, (case_id, pred, true) in enumerate(zip(case_ids, predictions, targets, strict=True)):
+            dsc[i], iou[i] = overlap_per_case(pred, true, ignore_empty=True)
+            row: dict[str, object] = {"case": case_id}
+            for j, key in enumerate(self.classes):
+                row[f"{key}_dsc"] = float(dsc[i, j])
+                row[f"{key}_iou"] = float(iou[i, j])
+            rows.append(row)
+        class_dsc = _nanmean(dsc, axis=0)
+        class_iou = _nanmean(iou, axis=0)
+        per_class = {
+            key: {"dsc": float(class_dsc[j]), "iou": float(class_iou[j])} for j, key in enumerate(self.classes)
+        }
+        leaderboard = {"mean_dsc": float(_nanmean(class_dsc)), "mean_iou": float(_nanmean(class_iou))}
+        return EvaluationResult(task, leaderboard, per_class, rows, cases=len(case_ids))
+
+    def class_score(self, class_index: int, predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+        """One class's mean DSC over images (NaN-ignoring), from ``(H, W)`` masks per case."""
+        dsc = [
+            overlap_per_case(p[None], t[None], ignore_empty=True)[0][0]
+            for p, t in zip(predictions, targets, strict=True)
+        ]
+        return float(_nanmean(np.asarray(dsc, dtype=np.float64)))

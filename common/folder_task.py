@@ -8,17 +8,17 @@ A new challenge whose data can be laid out (or linked) as::
 needs no code beyond one :class:`FolderSegmentationTask` (its name, classes and model defaults)
 and one line under the ``eyegc.tasks`` entry-point group of its own package. Predictions are
 ``OUT/<class key>/<case>.png`` (0/255), the submission is a zip of that folder, and the metric is
-:class:`FolderDiceMetric` (per image and class Dice, NaN where the truth is empty, mean over images
-then classes). Every rule of the shared readers applies (suffixes in any case, no duplicates, masks
-named after an image, binary values, the image's size). Subclass it to change a piece: a
-challenge's own metric or submission format replaces one method.
+:class:`~eyegc.common.evaluation.MeanOverlapMetric` (per image and class Dice and IoU, NaN where
+the truth is empty, mean over images then classes; ranked by mean Dice). Every rule of the shared
+readers applies (suffixes in any case, no duplicates, masks named after an image, binary values,
+the image's size). Subclass it to change a piece: a challenge's own metric or submission format
+replaces one method.
 """
 
 from __future__ import annotations
 
 import io
 import tempfile
-import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,58 +28,12 @@ from typing import Any
 import numpy as np
 from eyegc.common.datafiles import binary_mask, class_folders, index_files
 from eyegc.common.errors import DataError
-from eyegc.common.evaluation import overlap_per_case
+from eyegc.common.evaluation import MeanOverlapMetric
 from eyegc.common.imageio import atomic_output_file, read_image_array, write_png
-from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, EvaluationResult, ModelDefaults, Socket, TaskKind
+from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
 from PIL import Image
 
-__all__ = ["FolderDiceMetric", "FolderSegmentationTask"]
-
-
-def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
-    with warnings.catch_warnings():  # an all-NaN slice (a class no image shows) is NaN, silently
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(values, axis=axis)
-
-
-@dataclass(frozen=True)
-class FolderDiceMetric:
-    """Mean Dice over classes: per image and class Dice on 0/1 masks, NaN where the truth is empty,
-    the NaN-ignoring mean over images per class, then the mean over classes."""
-
-    classes: tuple[str, ...]
-    primary: str = "mean_dsc"
-    class_primary: str = "dsc"
-    needs_probabilities: bool = False
-
-    def __call__(
-        self,
-        task: str,
-        predictions: Sequence[np.ndarray],
-        targets: Sequence[np.ndarray],
-        case_ids: Sequence[str],
-        probabilities: Sequence[np.ndarray] | None = None,
-        rois: Sequence[np.ndarray | None] | None = None,
-    ) -> EvaluationResult:
-        """Score ``(classes, H, W)`` masks against ground truth of the same shape."""
-        if not (len(predictions) == len(targets) == len(case_ids)):
-            raise ValueError("predictions, targets and case_ids differ in length")
-        dsc = np.full((len(case_ids), len(self.classes)), np.nan)
-        rows = []
-        for i, (case_id, pred, true) in enumerate(zip(case_ids, predictions, targets, strict=True)):
-            dsc[i] = overlap_per_case(pred, true, ignore_empty=True)[0]
-            rows.append({"case": case_id, **{f"{k}_dsc": float(dsc[i, j]) for j, k in enumerate(self.classes)}})
-        per_class_dsc = _nanmean(dsc, axis=0)
-        per_class = {k: {"dsc": float(per_class_dsc[j])} for j, k in enumerate(self.classes)}
-        return EvaluationResult(task, {"mean_dsc": float(_nanmean(per_class_dsc))}, per_class, rows, len(case_ids))
-
-    def class_score(self, class_index: int, predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
-        """One class's mean Dice over images, from ``(H, W)`` masks per case (threshold tuning)."""
-        dsc = [
-            overlap_per_case(p[None], t[None], ignore_empty=True)[0][0]
-            for p, t in zip(predictions, targets, strict=True)
-        ]
-        return float(_nanmean(np.asarray(dsc, dtype=np.float64)))
+__all__ = ["FolderSegmentationTask"]
 
 
 def _small_unet() -> ModelDefaults:
@@ -124,7 +78,7 @@ class FolderSegmentationTask:
     def __post_init__(self) -> None:
         keys = tuple(c.key for c in self.classes)
         if self.metric is None:
-            object.__setattr__(self, "metric", FolderDiceMetric(keys))
+            object.__setattr__(self, "metric", MeanOverlapMetric(keys))
         if not self.input_sockets:
             object.__setattr__(self, "input_sockets", (Socket(f"{self.name}-image", f"images/{self.name}-image"),))
         if not self.output_sockets:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
 import socket
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -28,6 +25,7 @@ from eyegc.common.container import (
     read_inputs_json,
     run_case,
 )
+from eyegc.common.deploy import build, steps, submit, testrun
 from eyegc.common.errors import BundleError, DataError, EyegcError
 from eyegc.common.inference import Predictor
 from eyegc.common.plugin import TaskPlugin
@@ -354,16 +352,6 @@ def test_read_inputs_json_absent_is_none(tmp_path: Path) -> None:
 # -- submit.sh without Docker: the same checks, in-process -----------------------------------------
 
 
-def _load_submit() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "containers" / "submit.py"
-    spec = importlib.util.spec_from_file_location("eyegc_containers_submit", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_submit_without_docker_runs_the_entrypoint_in_process(
     drac22_run: Path,
@@ -372,8 +360,7 @@ def test_submit_without_docker_runs_the_entrypoint_in_process(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    submit = _load_submit()
-    monkeypatch.setattr(submit, "_docker_available", lambda: "no engine in this test")
+    monkeypatch.setattr(submit, "docker_available", lambda: "no engine in this test")
     common = [TASK, "--model", str(drac22_run), "--data", str(drac22_data), "--work", str(tmp_path / "work")]
     # A mapping of the user's: the outputs go to other sockets, at other relative paths.
     assert submit.main([TASK, "--print-sockets"]) == 0
@@ -408,7 +395,6 @@ def test_submit_prints_the_task_sockets_and_refuses_a_bad_mapping_before_buildin
 ) -> None:
     from eyegc.common.sockets import default_interfaces, interfaces_json
 
-    submit = _load_submit()
     assert submit.main(["goals-layers", "--print-sockets"]) == 0
     plugin = get_task("goals-layers")
     assert json.loads(capsys.readouterr().out) == interfaces_json(plugin, default_interfaces(plugin))
@@ -427,31 +413,29 @@ def test_submit_prints_the_task_sockets_and_refuses_a_bad_mapping_before_buildin
 def test_submit_refuses_a_non_amd64_host_and_finds_a_gpu_by_nvidia_smi(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    submit = _load_submit()
-    submit._check_host_architecture("x86_64")
-    with pytest.raises(submit.SubmitError, match=r"this host is aarch64; grand-challenge\.org runs linux/amd64 images"):
-        submit._check_host_architecture("aarch64")
-    monkeypatch.setattr(submit.shutil, "which", lambda name: None)
-    assert submit._host_has_gpu() is False
+    build.check_host_architecture("x86_64")
+    with pytest.raises(steps.SubmitError, match=r"this host is aarch64; grand-challenge\.org runs linux/amd64 images"):
+        build.check_host_architecture("aarch64")
+    monkeypatch.setattr(testrun.shutil, "which", lambda name: None)
+    assert testrun.host_has_gpu() is False
     fake = tmp_path / "nvidia-smi"
     fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-1)'\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(submit.shutil, "which", lambda name: str(fake))
+    monkeypatch.setattr(testrun.shutil, "which", lambda name: str(fake))
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    assert submit._host_has_gpu() is True
+    assert testrun.host_has_gpu() is True
 
 
 def test_a_base_torch_is_the_image_s_only_torch_or_the_build_stops(tmp_path: Path) -> None:
-    submit = _load_submit()
     wheel = tmp_path / "monai-1.6.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         metadata = 'Name: monai\nRequires-Dist: torch>=2.8.0\nRequires-Dist: torchio; extra == "all"\n'
         archive.writestr("monai-1.6.1.dist-info/METADATA", metadata)
     requirements = ["torch>=2.1", "monai<2,>=1.3"]
-    assert submit._base_torch_constraint(None, tmp_path, requirements) == ""  # no base torch: the wheelhouse's
-    assert submit._base_torch_constraint("2.13.0+cpu", tmp_path, requirements) == "torch==2.13.0\n"
-    with pytest.raises(submit.SubmitError) as raised:
-        submit._base_torch_constraint("2.4.0", tmp_path, requirements)
+    assert build.base_torch_constraint(None, tmp_path, requirements) == ""  # no base torch: the wheelhouse's
+    assert build.base_torch_constraint("2.13.0+cpu", tmp_path, requirements) == "torch==2.13.0\n"
+    with pytest.raises(steps.SubmitError) as raised:
+        build.base_torch_constraint("2.4.0", tmp_path, requirements)
     message = str(raised.value)
     assert "torch 2.4.0 does not meet torch>=2.8.0 (monai): pip would add a second torch" in message
     assert "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime" in message
