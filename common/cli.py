@@ -406,7 +406,7 @@ def _cmd_gc_check(args: argparse.Namespace) -> int:
 
 def _cmd_gc_try(args: argparse.Namespace) -> int:
     from eyegc.common.bundle import load_bundle, read_config
-    from eyegc.common.inference import Predictor
+    from eyegc.common.inference import Predictor, resolve_device
     from eyegc.common.platform import API_URL, TRY_TOLERANCE, mapping_to_check, platform_client, try_case
     from eyegc.common.registry import get_task
 
@@ -415,13 +415,15 @@ def _cmd_gc_try(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise EyegcError(f"IMAGE {args.image} is not a file: give the case's image (e.g. a .png of the test set)")
     plugin = get_task(args.task or str(read_config(args.model[0]).get("task")))
+    plugin.read_image(args.image)  # a case the task cannot read fails here, before the platform is asked
     _, interfaces, source = mapping_to_check(None, args.sockets, plugin.name)
+    device = resolve_device(args.device)
+    predictor = Predictor(plugin, [load_bundle(m, task=plugin.name) for m in args.model], args.tta, device)
     client = platform_client(args.api_url or API_URL, verify=not args.insecure)
-    predictor = Predictor(plugin, [load_bundle(m, task=plugin.name) for m in args.model], args.tta, args.device)
     job, differences = try_case(client, args.algorithm, predictor, interfaces, args.image, out, args.timeout, args.poll)
     for slug, (differing, total) in differences.items():
         print(f"{slug}: " + ("equal" if not differing else f"{differing} of {total} values differ"))
-    worst = max(d / n for d, n in differences.values())
+    worst = max((d / n for d, n in differences.values()), default=0.0)
     if worst > TRY_TOLERANCE:
         raise EyegcError(
             f"job {job}: the platform's outputs differ from eyegc's here (up to {worst:.2%} of values; "

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eyegc.common.container import OUTPUT_NAME, layout_case, read_output_values, run_case
+from eyegc.common.container import OUTPUT_NAME, layout_case, read_input_image, read_output_values, run_case
 from eyegc.common.errors import EyegcError
+from eyegc.common.imageio import atomic_output_dir
 from eyegc.common.plugin import Socket
 from eyegc.common.sockets import (
     SOCKETS_LABEL,
@@ -291,48 +292,76 @@ def run_platform_job(
     try:
         job = client.start_algorithm_job(algorithm_slug=algorithm, inputs=specs)
     except Exception as error:  # gcapi raises ValueError, httpx errors and its own for a refused job
-        raise PlatformError(f"starting a job of {algorithm} failed ({type(error).__name__}: {error})") from None
+        raise PlatformError(
+            f"starting a job of {algorithm} failed ({type(error).__name__}: {_first_line(error)})"
+        ) from None
     say(f"job {job.pk} started on {client.base_url}; status {job.status}")
-    deadline, status = time.monotonic() + timeout_s, job.status
-    while True:
-        detail = client.algorithm_jobs.detail(pk=job.pk)
-        if detail.status != status:
-            status = detail.status
-            say(f"job {job.pk}: {status}")
-        if status in JOB_END_STATES:
-            break
-        if time.monotonic() > deadline:
-            raise PlatformError(f"job {job.pk} is still {status} after {timeout_s:.0f} s; see it on the platform")
-        time.sleep(poll_s)
-    if status != "Succeeded":
-        raise PlatformError(f"job {job.pk} ended {status}: read its logs on the algorithm's Results page")
+    try:
+        detail = _wait_for_job(client, str(job.pk), str(job.status), timeout_s, poll_s, say)
+    except KeyboardInterrupt:
+        say(f"job {job.pk} goes on running on the platform: see it on the algorithm's Results page")
+        raise
+    if detail.status != "Succeeded":
+        raise PlatformError(f"job {job.pk} ended {detail.status}: read its logs on the algorithm's Results page")
     out.mkdir(parents=True)
     for value in detail.outputs:
         try:
             client.download_socket_value(value, output_directory=out)
         except Exception as error:
-            raise PlatformError(f"downloading output {value.interface.slug} failed ({error})") from None
+            raise PlatformError(
+                f"job {job.pk}: downloading output {value.interface.slug} failed ({_first_line(error)})"
+            ) from None
     return str(job.pk)
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's first line (httpx adds a line of advice that would break the one-line rule)."""
+    return (str(error).splitlines() or [""])[0]
+
+
+def _wait_for_job(
+    client: Any, pk: str, status: str, timeout_s: float, poll_s: float, say: Callable[[str], None]
+) -> Any:
+    """Read the job's status every ``poll_s`` (never past the deadline) until it ends; its last detail."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            detail = client.algorithm_jobs.detail(pk=pk)
+        except Exception as error:  # httpx errors and gcapi's: the job itself may be fine
+            raise PlatformError(
+                f"reading job {pk} failed ({type(error).__name__}: {_first_line(error)}); it may still be running: "
+                "see it on "
+                "the algorithm's Results page"
+            ) from None
+        if detail.status != status:
+            status = detail.status
+            say(f"job {pk}: {status}")
+        if status in JOB_END_STATES:
+            return detail
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PlatformError(f"job {pk} is still {status} after --timeout {timeout_s:g} s; see it on the platform")
+        time.sleep(min(poll_s, left))
 
 
 def compare_outputs(platform_values: Mapping[str, Any], local_values: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
     """Per output socket, how many values differ between the platform's run and the local one, of how many.
 
-    Probability maps count a value as different when the two differ by more than one 8-bit level.
+    Probability maps count a value as different when the two differ by more than one 8-bit level;
+    a missing output, another shape or another type of value counts as all different.
     """
     differences = {}
     for slug, local in local_values.items():
-        theirs = platform_values.get(slug)
-        if theirs is None:
-            differences[slug] = (1, 1)
-            continue
-        ours, theirs = np.asarray(local), np.asarray(theirs)
-        if ours.shape != theirs.shape:
-            differences[slug] = (max(ours.size, 1), max(ours.size, 1))
-        elif np.issubdtype(ours.dtype, np.floating):
-            differences[slug] = (int(np.count_nonzero(np.abs(ours - theirs) > 1 / 255)), max(ours.size, 1))
+        ours, theirs = np.asarray(local), np.asarray(platform_values.get(slug))
+        size = max(ours.size, 1)
+        if slug not in platform_values or ours.shape != theirs.shape:
+            differences[slug] = (size, size)
+        elif np.issubdtype(ours.dtype, np.floating) and np.issubdtype(theirs.dtype, np.number):
+            differences[slug] = (int(np.count_nonzero(np.abs(ours - theirs.astype(np.float64)) > 1 / 255)), size)
+        elif ours.dtype.kind == theirs.dtype.kind or {ours.dtype.kind, theirs.dtype.kind} <= set("biu"):
+            differences[slug] = (int(np.count_nonzero(ours != theirs)), size)
         else:
-            differences[slug] = (int(np.count_nonzero(ours != theirs)), max(ours.size, 1))
+            differences[slug] = (size, size)
     return differences
 
 
@@ -370,16 +399,28 @@ def try_case(
         raise EyegcError(f"--out {out} is not empty; give a new folder (nothing is overwritten)")
     plugin = predictor.plugin
     interface = served_interface(interfaces, algorithm_interfaces(client, algorithm))
-    case = layout_case(plugin, image, out / "input", interface)
-    files = {s.slug: next((case / s.relative_path).iterdir()) for s in interface.inputs}
-    job = run_platform_job(client, algorithm, files, out / "platform", timeout_s, poll_s)
-    for socket in interface.outputs:  # gcapi names a downloaded image by its pk; the reader wants the entrypoint's name
-        images = list((out / "platform" / socket.relative_path).glob("*.mha")) if socket.super_kind == "Image" else []
+    # Everything is made in a hidden folder beside --out and moved into place only when complete.
+    with atomic_output_dir(out, overwrite=out.exists()) as staging:
+        case = layout_case(plugin, image, staging / "input", interface)
+        files = {s.slug: next((case / s.relative_path).iterdir()) for s in interface.inputs}
+        for path in files.values():
+            read_input_image(plugin, path)  # a case the image would refuse never becomes a platform job
+        job = run_platform_job(client, algorithm, files, staging / "platform", timeout_s, poll_s)
+        _name_platform_outputs(job, staging / "platform", interface)
+        run_case(plugin, predictor, case, staging / "local", interfaces)
+        differences = compare_outputs(
+            read_output_values(plugin, staging / "platform", interface.outputs),
+            read_output_values(plugin, staging / "local", interface.outputs),
+        )
+    return job, differences
+
+
+def _name_platform_outputs(job: str, folder: Path, interface: Interface) -> None:
+    """gcapi names a downloaded image by its pk: give each the entrypoint's name; a missing output is an error."""
+    for socket in interface.outputs:
+        where = folder / socket.relative_path
+        if not where.exists():
+            raise PlatformError(f"job {job} wrote no output {socket.slug} ({socket.relative_path})")
+        images = list(where.glob("*.mha")) if socket.super_kind == "Image" else []
         if len(images) == 1:
             images[0].rename(images[0].with_name(OUTPUT_NAME))
-    run_case(plugin, predictor, case, out / "local", interfaces)
-    differences = compare_outputs(
-        read_output_values(plugin, out / "platform", interface.outputs),
-        read_output_values(plugin, out / "local", interface.outputs),
-    )
-    return job, differences

@@ -142,11 +142,15 @@ class LocalS3:
         # moto's server logs every request through werkzeug: keep only its errors.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-        self.client = boto3.client("s3", endpoint_url=self.endpoint, **_client_credentials())
-        for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
-            self.client.create_bucket(Bucket=bucket)
+        try:
+            host, port = self._server.get_host_and_port()
+            self.endpoint = f"http://{host}:{port}"
+            self.client = boto3.client("s3", endpoint_url=self.endpoint, **_client_credentials())
+            for bucket in (INPUT_BUCKET, OUTPUT_BUCKET):
+                self.client.create_bucket(Bucket=bucket)
+        except BaseException:
+            self._server.stop()  # __exit__ does not run when __enter__ fails
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,9 +196,15 @@ def _runtime_prefix(run_id: str) -> str:
 
 def _read_json(s3: LocalS3, key: str) -> dict[str, Any] | None:
     try:
-        return json.loads(s3.client.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read())
+        body = s3.client.get_object(Bucket=OUTPUT_BUCKET, Key=key)["Body"].read()
     except s3.client.exceptions.NoSuchKey:
         return None
+    except Exception as error:  # botocore's ClientError and connection errors
+        raise RunnerError(f"reading s3://{OUTPUT_BUCKET}/{key} failed ({type(error).__name__}: {error})") from None
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RunnerError(f"s3://{OUTPUT_BUCKET}/{key} is not JSON") from None
 
 
 def check_runtime_setup(s3: LocalS3, run_id: str) -> None:
@@ -214,7 +224,7 @@ def stage_case(s3: LocalS3, pk: str, input_dir: Path) -> ShimTask:
     """Upload every file of a laid-out case (``inputs.json`` and the socket files) as one job's inputs."""
     prefix = _job_prefix(pk)
     inputs = []
-    for path in sorted(p for p in Path(input_dir).rglob("*") if p.is_file()):
+    for path in sorted(p for p in Path(input_dir).rglob("*") if p.is_file() and not p.is_symlink()):
         relative = path.relative_to(input_dir).as_posix()
         s3.upload_file(path, prefix + relative)
         inputs.append((relative, prefix + relative))
@@ -237,11 +247,15 @@ def collect_outputs(s3: LocalS3, task: ShimTask, dest: Path) -> dict[str, Any]:
         stderr = "\n".join(line.rstrip() for line in result.get("user_process_last_stderr_lines", [])[-10:])
         message = result.get("user_safe_error_message") or f"exit code {result.get('return_code')}"
         raise RunnerError(f"job {task.pk} failed under sagemaker-shim: {message}\n{stderr}".rstrip())
-    dest.mkdir(parents=True, exist_ok=True)
-    for output in result.get("outputs", []):
-        target = dest / output["relative_path"]
-        if not target.resolve().is_relative_to(dest.resolve()):
+    if dest.exists() and any(dest.iterdir()):
+        raise RunnerError(f"{dest} is not empty: the outputs of job {task.pk} go to a new folder")
+    outputs = result.get("outputs", [])
+    for output in outputs:  # every path checked before anything is written
+        if not (dest / output["relative_path"]).resolve().is_relative_to(dest.resolve()):
             raise RunnerError(f"job {task.pk}: output path {output['relative_path']!r} leaves the output folder")
+    dest.mkdir(parents=True, exist_ok=True)
+    for output in outputs:
+        target = dest / output["relative_path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         s3.client.download_file(Bucket=output["bucket_name"], Key=output["bucket_key"], Filename=str(target))
     return result

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from eyegc.common.backend import TrainingBackend
 from eyegc.common.errors import EyegcError
 from eyegc.common.plugin import TaskPlugin
 
@@ -74,7 +75,15 @@ def get_task(name: str) -> TaskPlugin:
     """The plugin registered as ``name`` (``"drac22-task1"``), loaded once."""
     if name not in _loaded:
         factory = look_up_option(name, _entry_point_factories(), what="task")
-        plugin = factory()
+        try:
+            plugin = factory()
+        except EyegcError:
+            raise
+        except Exception as error:  # an entry point whose package is broken
+            raise EyegcError(
+                f"the task {name!r} cannot be loaded ({type(error).__name__}: {error}); reinstall or uninstall the "
+                "package that provides it"
+            ) from None
         # An entry point may name the plugin object or a zero-argument factory returning it.
         if callable(plugin) and not isinstance(plugin, TaskPlugin):
             plugin = plugin()
@@ -92,11 +101,23 @@ def plugin_verbs() -> list[Callable[[Callable[..., argparse.ArgumentParser]], No
     """
     verbs = []
     for ep in sorted(entry_points(group=CLI_ENTRY_POINT_GROUP), key=lambda e: e.name):
-        try:
-            verbs.append(ep.load())
-        except Exception as error:  # a broken third-party plugin: name it instead of a traceback
-            raise EyegcError(f"the eyegc.cli entry point {ep.name!r} ({ep.value}) cannot be loaded: {error}") from None
+        verbs.append(_named_verb(ep.name, _load_entry_point(ep, CLI_ENTRY_POINT_GROUP)))
     return verbs
+
+
+def _named_verb(name: str, add_verbs: Callable[..., None]) -> Callable[..., None]:
+    """``add_verbs``, with any error it raises (a clash with another verb, a bug) as one line naming it."""
+
+    def add(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+        try:
+            add_verbs(add_parser)
+        except Exception as error:
+            raise EyegcError(
+                f"the {CLI_ENTRY_POINT_GROUP} entry point {name!r} could not add its verbs ({type(error).__name__}: "
+                f"{error})"
+            ) from None
+
+    return add
 
 
 def available_backends() -> list[str]:
@@ -108,9 +129,32 @@ def get_backend(name: str) -> Any:
     """The training backend registered as ``name`` (an :class:`~eyegc.common.backend.TrainingBackend`), loaded once.
 
     Raises:
-        EyegcError: no such backend (naming the ones there are).
+        EyegcError: no such backend (naming the ones there are and how to get one), or one whose
+            package cannot be loaded or does not provide a backend.
     """
     if name not in _backends:
         found = {ep.name: ep for ep in entry_points(group=BACKEND_ENTRY_POINT_GROUP)}
-        _backends[name] = look_up_option(name, found, what="backend").load()
+        if name not in found:
+            raise EyegcError(
+                f"no training backend {name!r} here (there are: {', '.join(sorted(found))}): install the package "
+                "that provides it, or train with one of those"
+            )
+        backend = _load_entry_point(found[name], BACKEND_ENTRY_POINT_GROUP)
+        if not isinstance(backend, TrainingBackend):
+            raise EyegcError(
+                f"the {BACKEND_ENTRY_POINT_GROUP} entry point {name!r} ({found[name].value}) is no backend"
+            )
+        _backends[name] = backend
     return _backends[name]
+
+
+def _load_entry_point(ep: Any, group: str) -> Any:
+    """``ep.load()``; a plugin that fails to import is one line naming it and its package."""
+    try:
+        return ep.load()
+    except Exception as error:  # a broken third-party plugin: name it instead of a traceback
+        package = getattr(ep.dist, "name", None) or "its package"
+        raise EyegcError(
+            f"the {group} entry point {ep.name!r} ({ep.value}) cannot be loaded ({type(error).__name__}: {error}); "
+            f"reinstall or uninstall {package}"
+        ) from None

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from eyegc.common.bundle import load_bundle
 from eyegc.common.cli import main
 from eyegc.common.container import run_case
@@ -102,6 +103,9 @@ class _Platform(BaseHTTPRequestHandler):
             found = [SOCKETS[query["slug"][0]]] if query["slug"][0] in SOCKETS else []
             send_json(self, {"count": len(found), "next": None, "previous": None, "results": found})
         elif parts[:3] == ["api", "v1", "algorithms"] and parts[3] == "jobs":
+            if self.jobs[parts[4]]["slug"] == "drac-flaky":
+                self.send_error(500)  # the platform's API fails while the job may be running
+                return
             send_json(self, self._job_detail(parts[4]))
         elif parts[:4] == ["api", "v1", "cases", "images"]:
             send_json(self, self._image_detail(parts[4]))
@@ -289,7 +293,7 @@ def test_a_failed_job_and_a_used_out_folder_are_one_line(
     assert _try(api_url, "drac-fails", _image(drac22_data), drac22_run, tmp_path / "try") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ended Failed" in err[0]
-    assert not (tmp_path / "try" / "local").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing partial: no --out, no staging folder
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "keep.txt").write_text("mine")
     assert _try(api_url, "drac-ok", _image(drac22_data), drac22_run, tmp_path / "used") == 2
@@ -309,5 +313,35 @@ def test_outputs_compare_by_value_and_by_level() -> None:
         "m": (1, 16),
         "p": (0, 4),
     }
-    assert compare_outputs({}, {"m": mask}) == {"m": (1, 1)}
+    # A missing output, another shape or another type of value: every value differs.
+    assert compare_outputs({}, {"m": mask}) == {"m": (16, 16)}
+    assert compare_outputs({"m": mask[:2]}, {"m": mask}) == {"m": (16, 16)}
+    assert compare_outputs({"v": "2"}, {"v": 0.5}) == {"v": (1, 1)}
+    assert compare_outputs({"v": {"a": 1}}, {"v": 2}) == {"v": (1, 1)}
     assert compare_outputs({"v": 2}, {"v": 2}) == {"v": (0, 1)}
+    assert compare_outputs({"v": 1}, {"v": 0.5}) == {"v": (1, 1)}
+
+
+def test_an_api_error_while_waiting_names_the_job(
+    api_url: str, token: None, drac22_data: Path, drac22_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert _try(api_url, "drac-flaky", _image(drac22_data), drac22_run, tmp_path / "try") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eyegc: error: reading job ") and "it may still be running" in err[0]
+    assert not (tmp_path / "try").exists()
+
+
+def test_a_bad_device_or_a_case_the_task_cannot_read_starts_no_job(
+    api_url: str, token: None, drac22_data: Path, drac22_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    jobs = len(_Platform.jobs)
+    args = ["gc", "try", "drac-ok", str(_image(drac22_data)), "--model", str(drac22_run), "--out", str(tmp_path / "a")]
+    assert main([*args, "--device", "tpu", "--api-url", api_url, "--insecure"]) == 2
+    assert "--device 'tpu' is not a device" in capsys.readouterr().err
+    volume = tmp_path / "volume.mha"
+    write_sitk_image(sitk.GetImageFromArray(np.zeros((5, 64, 64), np.uint8)), volume)
+    assert _try(api_url, "drac-ok", volume, drac22_run, tmp_path / "b") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "volume.mha" in err[0]
+    assert len(_Platform.jobs) == jobs  # nothing reached the platform
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume.mha"]

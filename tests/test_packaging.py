@@ -119,3 +119,50 @@ def test_every_declared_dependency_is_imported() -> None:
     providers = packages_distributions()
     used = {dist.lower() for name in imported for dist in providers.get(name, [])}
     assert sorted(declared - used) == []
+
+
+def test_a_bundle_of_a_backend_not_here_or_broken_is_one_line(
+    drac22_run: Path,
+    drac22_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import shutil
+
+    from eyegc.common import registry
+    from eyegc.common.bundle import CONFIG_NAME, save_signed_config
+    from eyegc.common.cli import main
+
+    _install_entry_points(tmp_path / "site", "eyegc_broken", {"eyegc.backends": {"broken": "eyegc_missing_module:B"}})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(registry, "_backends", {})
+    from eyegc.common.registry import get_task
+
+    images = get_task("drac22-task1").list_cases(drac22_data, "test")[0].image.parent
+    for backend, expected in (
+        ("tensorflow", "no training backend 'tensorflow' here (there are: broken, paddle, torch): install the package"),
+        ("broken", "the eyegc.backends entry point 'broken' (eyegc_missing_module:B) cannot be loaded"),
+    ):
+        run = tmp_path / backend
+        shutil.copytree(drac22_run, run)
+        config = json.loads((run / CONFIG_NAME).read_text())
+        save_signed_config(run, {**config, "backend": backend})
+        args = ["predict", "drac22-task1", "--model", str(run), "--images", str(images), "--out", str(tmp_path / "o")]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"eyegc: error: {run / CONFIG_NAME}: ") and expected in err[0]
+
+
+def test_a_plugin_verb_that_fails_to_add_itself_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from eyegc.common.cli import main
+
+    (tmp_path / "clashing_verb.py").write_text("def add(add_parser):\n    add_parser('train')\n")
+    _install_entry_points(tmp_path, "eyegc_clash", {"eyegc.cli": {"clash": "clashing_verb:add"}})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["list"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the eyegc.cli entry point 'clash' could not add its verbs" in err[0]

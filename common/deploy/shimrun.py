@@ -19,7 +19,7 @@ from eyegc.common.deploy.build import logged_build
 from eyegc.common.deploy.steps import SubmitError, link_tree, run_command, say, source_root, step, tar_model
 from eyegc.common.deploy.testrun import SampleCase, SampleSet, TestRun, check_case_outputs, compare_with_reference
 
-#: The longest one runner test run (every sample case in one mode) may take.
+#: The longest one job of the runner test may take (the task's own limit; the run gets one per job).
 SHIM_RUN_TIMEOUT_S = 3600
 
 
@@ -96,11 +96,19 @@ def _shim_mode_run(
         env["GRAND_CHALLENGE_COMPONENT_MODEL"] = model_uri  # the shim extracts it into /opt/ml/model
     memory = run.args.memory
     # The shim needs the network (S3; here moto on this host's 127.0.0.1) and root (it drops to USER).
-    cmd = ["docker", "run", "--rm", "--network", "host", "--memory", memory, "--memory-swap", memory]
+    name = f"eyegc-shim-{mode}-{os.getpid()}"
+    cmd = ["docker", "run", "--rm", "--name", name, "--network", "host", "--memory", memory, "--memory-swap", memory]
     cmd += ["--shm-size", "128m", *(["--gpus", "all"] if run.args.gpus else [])]
     cmd += [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
     cmd += [shim_tag, "invoke", "--tasks", shim_tasks_json(tasks)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=SHIM_RUN_TIMEOUT_S)
+    limit = SHIM_RUN_TIMEOUT_S * len(tasks)  # each task may take its own SHIM_RUN_TIMEOUT_S
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=limit)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt) as stopped:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)  # not left running
+        if isinstance(stopped, KeyboardInterrupt):
+            raise
+        raise SubmitError(f"sagemaker-shim in {mode} mode ran past {limit} s; its container was removed") from None
     log = done.stdout + done.stderr
     log_path = run.root / f"sagemaker-shim-{mode}.log"
     log_path.write_text(log)
@@ -138,7 +146,9 @@ def shim_runs(run: TestRun, sample: SampleSet, rows: list[dict[str, Any]], work:
         model_uri = s3.upload_file(model_tar, "models/model.tar.gz") if with_model else None
         for mode in ("exec", "invoke"):
             results, log = _shim_mode_run(run, shim_tag, s3, mode, cases, model_uri if mode == "invoke" else None)
-            if mode == "invoke" and model_uri and "/opt/ml/model" not in log:
+            # The shim's own line, then the entrypoint's: it loaded its networks from there, not the baked ones.
+            used = "Downloading model from" in log and "network(s) from /opt/ml/model" in log
+            if mode == "invoke" and model_uri and not used:
                 raise SubmitError("under sagemaker-shim the model.tar.gz in /opt/ml/model was not used")
             for case, ref, row, result in zip(cases, reference, rows, results, strict=True):
                 values = check_case_outputs(run.plugin, case, run.root / f"shim-{mode}" / case.case_id, run.interface)
