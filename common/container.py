@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from eyegc.common.bundle import CONFIG_NAME
 from eyegc.common.errors import BundleError, DataError, EyegcError, user_error_message
 from eyegc.common.invoke import API_METHODS, DEFAULT_PORT, serve
 from eyegc.common.plugin import SOCKET_CONTENTS, Socket, TaskPlugin
@@ -554,11 +555,11 @@ def platform_socket(socket: Socket) -> dict[str, Any]:
 def find_bundles(root: Path) -> list[Path]:
     """``root`` itself when it is a bundle (holds ``bundle.json``), else its bundle subfolders."""
     root = Path(root)
-    if (root / "bundle.json").is_file():
+    if (root / CONFIG_NAME).is_file():
         return [root]
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / "bundle.json").is_file())
+    return sorted(p for p in root.iterdir() if (p / CONFIG_NAME).is_file())
 
 
 def default_model_dirs(model_dir: Path = MODEL_DIR, baked: Path = BAKED_BUNDLES) -> list[Path]:

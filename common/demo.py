@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from eyegc.common.bundle import read_config
+from eyegc.common.bundle import CONFIG_NAME, read_config
 from eyegc.common.errors import EyegcError
 from eyegc.common.evaluation import evaluate_predictions, format_leaderboard
 from eyegc.common.inference import predict_folder
@@ -115,7 +115,7 @@ def prepare_demo(
     if not train_model:
         return data, None
     cfg = TrainConfig(**{**demo_training(plugin), **(training or {})}, device=device, seed=seed)
-    if not (run / "bundle.json").exists():
+    if not (run / CONFIG_NAME).exists():
         train(plugin, data, run, cfg)
     elif not read_config(run)["postprocessing"].get("tuned"):
         train(plugin, data, run, cfg, resume=True)  # an interrupted demo continues where it stopped

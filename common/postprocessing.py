@@ -9,9 +9,18 @@ import numpy as np
 from eyegc.common.plugin import OwnPostprocessing, TaskKind
 from scipy import ndimage
 
-__all__ = ["DEFAULT_POSTPROCESSING", "binarize", "plugin_postprocess", "postprocess", "remove_small_components"]
+__all__ = [
+    "DEFAULT_POSTPROCESSING",
+    "DEFAULT_THRESHOLD",
+    "binarize",
+    "plugin_postprocess",
+    "postprocess",
+    "remove_small_components",
+]
 
-DEFAULT_POSTPROCESSING: dict[str, Any] = {"threshold": 0.5, "min_component_size": 0}
+#: The threshold of a class or binary head until tuning finds a better one.
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_POSTPROCESSING: dict[str, Any] = {"threshold": DEFAULT_THRESHOLD, "min_component_size": 0}
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 

@@ -25,6 +25,7 @@ import torch
 from eyegc.common.backend import EpochCallback, FoldFinished, TrainingBackend
 from eyegc.common.bundle import (
     BUNDLE_FORMAT,
+    CONFIG_NAME,
     SPLITS_NAME,
     cases_fingerprint,
     check_input_channels,
@@ -42,6 +43,7 @@ from eyegc.common.networks import CLASSIFIERS, NETWORKS, check_network_kwargs
 from eyegc.common.options import TRAIN_OPTIONS, check_options
 from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
+from eyegc.common.postprocessing import DEFAULT_THRESHOLD
 from eyegc.common.preprocessing import CLAHE_SPACES, prepare_image, prepare_target
 from eyegc.common.registry import available_backends, get_backend, look_up_option
 from eyegc.common.tuning import tune
@@ -199,7 +201,7 @@ def resolve_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
             f"({', '.join(c.key for c in plugin.classes)})"
         )
     preprocessing = _resolve_preprocessing(plugin, cfg)
-    thresholds = {c.key: 0.5 for c in plugin.classes if not classification or c.num_classes == 2}
+    thresholds = {c.key: DEFAULT_THRESHOLD for c in plugin.classes if not classification or c.num_classes == 2}
     config: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "task": plugin.name,
@@ -460,7 +462,7 @@ def train(
     if cfg.jobs > 1 and callbacks:
         raise EyegcError("epoch callbacks run in the training process: train with jobs=1 to use them")
     name = cfg.backend
-    if resume and (run / "bundle.json").is_file():
+    if resume and (run / CONFIG_NAME).is_file():
         name = str(read_config(run).get("backend", "torch"))
     backend = get_backend(name)
     backend.check_settings(plugin, cfg)

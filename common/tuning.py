@@ -24,7 +24,7 @@ from eyegc.common.bundle import (
 )
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
-from eyegc.common.postprocessing import EIGHT_CONNECTED, postprocess
+from eyegc.common.postprocessing import DEFAULT_THRESHOLD, EIGHT_CONNECTED, postprocess
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -96,10 +96,10 @@ def tune_postprocessing(
                     score = plugin.metric.class_score(c, [f[s] for f in filtered], truth)
                 if np.isnan(score):
                     continue
-                key = (round(score, 12), -abs(threshold - 0.5), float(threshold), -int(min_size))
+                key = (round(score, 12), -abs(threshold - DEFAULT_THRESHOLD), float(threshold), -int(min_size))
                 if best is None or key > best:
                     best = key
-        threshold, min_size = (0.5, 0) if best is None else (best[2], -best[3])
+        threshold, min_size = (DEFAULT_THRESHOLD, 0) if best is None else (best[2], -best[3])
         result["thresholds"][spec.key] = float(threshold)
         result["min_component_size"][spec.key] = int(min_size)
         result["class_scores"][spec.key] = float("nan") if best is None else best[0]

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from eyegc.challenges.goals.metric import layer_thickness
-from eyegc.common.bundle import Bundle, eyegc_version, load_bundle, sha256_file
+from eyegc.common.bundle import CONFIG_NAME, Bundle, eyegc_version, load_bundle, sha256_file
 from eyegc.common.classification import write_classification_case
 from eyegc.common.errors import BundleError, DataError, EyegcError
 from eyegc.common.imageio import atomic_output_dir, split_image_suffix
@@ -250,7 +250,7 @@ def _json_number(value: float) -> float | None:
 
 def _layer_entry(bundle: Bundle) -> dict[str, str]:
     path = Path(bundle.path).resolve()
-    return {"path": str(path), "bundle_sha256": sha256_file(path / "bundle.json")}
+    return {"path": str(path), "bundle_sha256": sha256_file(path / CONFIG_NAME)}
 
 
 def _load_layer_bundles(models: Sequence[Path]) -> list[Bundle]:
@@ -552,7 +552,7 @@ def _resolve_layer_bundles(model: dict[str, Any], layers_models: Sequence[Path] 
                 "give the goals-layers bundle(s) to segment with (--layers-model RUN)"
             )
         for entry in stored:
-            config = Path(entry["path"]) / "bundle.json"
+            config = Path(entry["path"]) / CONFIG_NAME
             if not config.is_file():
                 raise BundleError(
                     f"layer bundle {entry['path']} named in {where} is missing; "
@@ -572,7 +572,7 @@ def _resolve_layer_bundles(model: dict[str, Any], layers_models: Sequence[Path] 
         expected = sorted(e["bundle_sha256"] for e in stored)
         found = []
         for bundle in bundles:
-            digest = sha256_file(Path(bundle.path) / "bundle.json")
+            digest = sha256_file(Path(bundle.path) / CONFIG_NAME)
             if digest not in expected:
                 raise BundleError(
                     f"layer bundle {bundle.path} is not one this thickness model was fit with (its bundle.json sha256 "

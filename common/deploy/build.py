@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eyegc.common.bundle import CHECKSUMS_NAME, CONFIG_NAME, SPLITS_NAME
 from eyegc.common.deploy.steps import SubmitError, link_tree, run_command, safe_name, say, source_root, step
 from eyegc.common.invoke import API_METHOD_LABEL
 from eyegc.common.sockets import (
@@ -37,7 +38,7 @@ GPU_BASE_EXAMPLES = ("pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime", "pytorch/p
 #: a second torch beside it (empty when the base has none: the wheelhouse's CPU torch goes in).
 BASE_CONSTRAINTS = "base-constraints.txt"
 #: Bundle files that make up a bundle (the rest of a run folder is training artefacts).
-BUNDLE_FILES = ("bundle.json", "splits.json", "checksums.sha256")
+BUNDLE_FILES = (CONFIG_NAME, SPLITS_NAME, CHECKSUMS_NAME)
 
 
 @dataclass
@@ -66,7 +67,7 @@ def stage_bundles(task: str, models: Sequence[Path], dest: Path) -> list[StagedB
     staged = []
     for index, model in enumerate(models):
         bundle = load_bundle(model, task=task)
-        listing = (Path(model) / "checksums.sha256").read_text().split("\n")
+        listing = (Path(model) / CHECKSUMS_NAME).read_text().split("\n")
         checksums = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in listing if line.strip()}
         target = dest / f"{index:02d}-{safe_name(Path(model).resolve().name)}"
         for name in sorted({*BUNDLE_FILES, *checksums}):
@@ -327,7 +328,7 @@ def build_image(
             f"Python {host_python}: use a base image with Python {host_python}"
         )
     started = time.perf_counter()
-    backends = {json.loads((b.path / "bundle.json").read_text()).get("backend", "torch") for b in staged}
+    backends = {json.loads((b.path / CONFIG_NAME).read_text()).get("backend", "torch") for b in staged}
     extras = ["paddle"] if "paddle" in backends else []
     if extras:
         say("a bundle uses the paddle backend: the image gets the paddle extra (paddlepaddle, CPU build)")
