@@ -40,6 +40,7 @@ __all__ = [
     "index_files",
     "is_ignored",
     "mask_values",
+    "split_folder",
 ]
 
 #: The value sets a binary mask may hold (checked as a subset: an empty mask holds only 0).
@@ -283,3 +284,15 @@ def check_training_classes(
             f"mask; check the folder's name and files, or pass {ALLOW_MISSING_CLASS_HINT} to train without it"
         )
     return absent
+
+
+def split_folder(split: str, folders: Mapping[str, str]) -> str:
+    """The folder name of ``split`` in a layout (``folders``: split -> folder).
+
+    Raises:
+        DataError: an unknown split, naming the ones the layout has.
+    """
+    try:
+        return folders[split]
+    except KeyError:
+        raise DataError(f"unknown split {split!r}; choose one of {sorted(folders)}") from None

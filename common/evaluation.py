@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from eyegc.common.errors import DataError
@@ -19,12 +20,24 @@ from tqdm import tqdm
 
 __all__ = [
     "MeanOverlapMetric",
+    "check_metric_lengths",
     "evaluate_predictions",
     "format_leaderboard",
     "overlap_per_case",
     "write_per_case_csv",
     "write_result_json",
 ]
+
+
+def check_metric_lengths(case_ids: Sequence[str], **sequences: Sequence[Any] | None) -> None:
+    """Every sequence given to a metric (``None``: not given) has one entry per case id.
+
+    Raises:
+        ValueError: naming the sequences whose length differs (a caller's bug, not the user's data).
+    """
+    wrong = [name for name, values in sequences.items() if values is not None and len(values) != len(case_ids)]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} and case_ids differ in length")
 
 
 def overlap_per_case(
@@ -161,8 +174,7 @@ class MeanOverlapMetric:
         rois: Sequence[np.ndarray | None] | None = None,
     ) -> EvaluationResult:
         """Score ``(classes, H, W)`` masks against ground truth of the same shape (probabilities, rois unused)."""
-        if not (len(predictions) == len(targets) == len(case_ids)):
-            raise ValueError("predictions, targets and case_ids differ in length")
+        check_metric_lengths(case_ids, predictions=predictions, targets=targets)
         del probabilities, rois
         dsc = np.full((len(case_ids), len(self.classes)), np.nan)
         iou = np.full_like(dsc, np.nan)

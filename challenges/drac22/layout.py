@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eyegc.common.datafiles import class_folders, index_files
+from eyegc.common.datafiles import class_folders, index_files, split_folder
 from eyegc.common.errors import DataError
 from eyegc.common.plugin import Case
 
@@ -31,10 +31,7 @@ CLASS_FOLDERS = {
 
 
 def _split_dir(split: str) -> str:
-    try:
-        return SPLIT_DIRS[split]
-    except KeyError:
-        raise DataError(f"unknown split {split!r}; choose one of {sorted(SPLIT_DIRS)}") from None
+    return split_folder(split, SPLIT_DIRS)
 
 
 def image_dir(root: Path, split: str) -> Path:

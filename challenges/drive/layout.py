@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from eyegc.common.datafiles import binary_mask, index_files
+from eyegc.common.datafiles import binary_mask, index_files, split_folder
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import read_image_array
 from eyegc.common.plugin import Case
@@ -69,10 +69,7 @@ _MANUAL_NAME = re.compile(r"^(\d+)_manual1$")
 
 
 def _split_folder_name(split: str) -> str:
-    try:
-        return SPLIT_DIRS[split]
-    except KeyError:
-        raise DataError(f"unknown split {split!r}; choose one of {sorted(SPLIT_DIRS)}") from None
+    return split_folder(split, SPLIT_DIRS)
 
 
 def split_dir(root: Path, split: str) -> Path:

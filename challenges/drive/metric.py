@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
+from eyegc.common.evaluation import check_metric_lengths
 from eyegc.common.plugin import EvaluationResult
 
 __all__ = ["DriveVesselMetric", "quantise_probabilities", "roc_auc_from_histograms"]
@@ -160,12 +161,7 @@ class DriveVesselMetric:
         AUC is NaN.
         """
         n = len(case_ids)
-        if len(predictions) != n or len(targets) != n:
-            raise ValueError("predictions, targets and case_ids differ in length")
-        if probabilities is not None and len(probabilities) != n:
-            raise ValueError("probabilities and case_ids differ in length")
-        if rois is not None and len(rois) != n:
-            raise ValueError("rois and case_ids differ in length")
+        check_metric_lengths(case_ids, predictions=predictions, targets=targets, probabilities=probabilities, rois=rois)
         probs_iter: Iterable[np.ndarray | None] = probabilities if probabilities is not None else repeat(None, n)
         rois_iter: Iterable[np.ndarray | None] = rois if rois is not None else repeat(None, n)
         totals = [_Counts() for _ in self.classes]

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from eyegc.common.datafiles import index_files
+from eyegc.common.datafiles import index_files, split_folder
 from eyegc.common.errors import DataError
 from eyegc.common.plugin import Case
 
@@ -61,10 +61,7 @@ GC_LABEL_COLUMN = "GC_Label"
 
 def split_dir(root: Path, split: str) -> Path:
     """The split folder (``Train`` or ``Validation``) under a GOALS data root."""
-    try:
-        return Path(root) / SPLIT_DIRS[split]
-    except KeyError:
-        raise DataError(f"unknown split {split!r}; choose one of {sorted(SPLIT_DIRS)}") from None
+    return Path(root) / split_folder(split, SPLIT_DIRS)
 
 
 def image_dir(root: Path, split: str) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from eyegc.challenges.goals.encoding import LAYER_KEYS
+from eyegc.common.evaluation import check_metric_lengths
 from eyegc.common.plugin import EvaluationResult
 from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
@@ -116,8 +117,7 @@ class GoalsLayerMetric:
     ) -> EvaluationResult:
         """Score ``(1, H, W)`` class-index maps against ground truth of the same shape (probabilities, rois unused)."""
         del probabilities, rois
-        if len(predictions) != len(targets) or len(targets) != len(case_ids):
-            raise ValueError("predictions, targets and case_ids differ in length")
+        check_metric_lengths(case_ids, predictions=predictions, targets=targets)
         dice: dict[str, list[float]] = {k: [] for k in self.layers}
         mae: dict[str, list[float]] = {k: [] for k in self.layers}
         rows: list[dict[str, Any]] = []
@@ -280,10 +280,7 @@ class GlaucomaMetric:
     ) -> EvaluationResult:
         """Score per-case grades and probabilities against the true grades (rois unused)."""
         del rois
-        if len(predictions) != len(targets) or len(targets) != len(case_ids):
-            raise ValueError("predictions, targets and case_ids differ in length")
-        if probabilities is not None and len(probabilities) != len(case_ids):
-            raise ValueError("probabilities and case_ids differ in length")
+        check_metric_lengths(case_ids, predictions=predictions, targets=targets, probabilities=probabilities)
         probs: Sequence[np.ndarray | None] = probabilities if probabilities is not None else [None] * len(case_ids)
         truth, grades, scores, rows = [], [], [], []
         for case_id, pred, true, prob in zip(case_ids, predictions, targets, probs, strict=True):

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from eyegc.common.datafiles import binary_mask, class_folders, index_files
+from eyegc.common.datafiles import binary_mask, class_folders, index_files, split_folder
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import split_image_suffix
 from eyegc.common.plugin import Case, ClassSpec
@@ -114,10 +114,7 @@ _EXPECTED_HEADER = ",".join(GRADING_COLUMNS)
 
 
 def _split_dir(split: str) -> str:
-    try:
-        return SPLIT_DIRS[split]
-    except KeyError:
-        raise DataError(f"unknown split {split!r}; choose one of {sorted(SPLIT_DIRS)}") from None
+    return split_folder(split, SPLIT_DIRS)
 
 
 def lesion_image_dir(root: Path, split: str) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from eyegc.common.curves import BinnedCurve
+from eyegc.common.evaluation import check_metric_lengths
 from eyegc.common.plugin import EvaluationResult
 from sklearn.metrics import cohen_kappa_score
 
@@ -63,8 +64,7 @@ class IdridLesionMetric:
         """Score ``(C, H, W)`` masks and probabilities (float in [0, 1] or 8-bit) case by case."""
         if probabilities is None:
             raise ValueError(f"{task} is scored by AUPR, which needs probability maps")
-        if not (len(predictions) == len(targets) == len(case_ids) == len(probabilities)):
-            raise ValueError("predictions, targets, probabilities and case_ids differ in length")
+        check_metric_lengths(case_ids, predictions=predictions, targets=targets, probabilities=probabilities)
         n = len(self.classes)
         curves = [BinnedCurve() for _ in range(n)]
         counts = np.zeros((n, 3), dtype=np.int64)  # tp, fp, fn
@@ -132,8 +132,7 @@ class IdridGradingMetric:
     ) -> EvaluationResult:
         """Score ``(2,)`` grade pairs against the true pairs."""
         del probabilities, rois
-        if not (len(predictions) == len(targets) == len(case_ids)):
-            raise ValueError("predictions, targets and case_ids differ in length")
+        check_metric_lengths(case_ids, predictions=predictions, targets=targets)
         pred = np.asarray([np.asarray(p).reshape(-1) for p in predictions], dtype=np.int64).reshape(len(case_ids), -1)
         true = np.asarray([np.asarray(t).reshape(-1) for t in targets], dtype=np.int64).reshape(len(case_ids), -1)
         right = pred == true
