@@ -1,7 +1,9 @@
 """What a training backend provides: the part of training that depends on the deep-learning library.
 
 Everything else about a run (settings, splits, resume, data, tuning, the bundle) is written once in
-:mod:`eyegc.common.training`. A backend is an object with these members, published under the
+:mod:`eyegc.common.training`; the types the two exchange (the user's settings, the prepared data,
+the folds to train) are defined here, below the run, so neither module imports the other's. A
+backend is an object with these members, published under the
 ``eyegc.backends`` entry-point group and found by name with
 :func:`eyegc.common.registry.get_backend`, the way nnU-Net finds trainer classes: the core never
 tests a backend's name. eyegc has two: ``torch`` (:mod:`eyegc.common.torch_backend`) and
@@ -10,21 +12,87 @@ tests a backend's name. eyegc has two: ``torch`` (:mod:`eyegc.common.torch_backe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from eyegc.common.plugin import TaskPlugin
+from eyegc.common.plugin import Case, TaskPlugin
 
-if TYPE_CHECKING:  # the run module imports this one; these are for the signatures only
-    from eyegc.common.training import FoldJob, TrainConfig, TrainingData
+if TYPE_CHECKING:  # annotations only: the registry imports this module, and `eyegc --help` needs no torch
+    import numpy as np
+    import torch
 
-__all__ = ["EpochCallback", "FoldFinished", "TrainingBackend"]
+__all__ = ["EpochCallback", "FoldFinished", "FoldJob", "TrainConfig", "TrainingBackend", "TrainingData"]
 
 #: called after each epoch's checkpoint is saved: (fold, epoch, history). May raise to stop.
 EpochCallback = Callable[[int, int, dict[str, list[float]]], None]
 #: called by a backend when a fold ends: (fold, its bundle.json record, seconds it took).
 FoldFinished = Callable[[int, dict[str, Any], float], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``eyegc train`` lets the user choose; ``None`` means the task's default."""
+
+    model: str | None = None
+    network_kwargs: dict[str, Any] | None = None
+    folds: int | None = None
+    fold: str = "all"
+    epochs: int | None = None
+    batch_size: int | None = None
+    patch_size: int | None = None
+    working_scale: float | None = None
+    loss: str | None = None
+    class_weights: list[float] | None = None
+    learning_rate: float | None = None
+    patches_per_image: int | None = None
+    pretrained: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    tune: bool = True
+    #: "torch" (MONAI networks) or "paddle" (classification tasks; eyegc.common.paddle_backend).
+    backend: str = "torch"
+    #: CLAHE before normalising: "none", "channels" or "lab"; ``clahe_clip`` its clip limit.
+    clahe: str | None = None
+    clahe_clip: float | None = None
+    fov_mask: bool | None = None
+    validate_every: int | None = None
+    #: folds trained at once, each in its own process with ``torch threads / jobs`` threads (CPU).
+    jobs: int = 1
+    #: a missing ground-truth class folder, or a class no training case shows, is no error (``--allow-missing-class``).
+    allow_missing_class: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingData:
+    """The training cases as the backends take them: prepared images, labels, targets, fields of view."""
+
+    cases: list[Case]
+    images: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    targets: dict[str, np.ndarray]
+    #: field of view at the original size (metric) and at the working size (loss); absent: whole image.
+    rois: dict[str, np.ndarray] = field(default_factory=dict)
+    roi_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """What a backend's ``train_folds`` gets from the run: the folds ``todo`` of ``splits`` to train
+    on ``data``, the run folder and its ``bundle.json`` config, the user's settings, the epoch
+    callbacks, and ``finished`` to call as each fold ends."""
+
+    plugin: TaskPlugin
+    run: Path
+    config: dict[str, Any]
+    data: TrainingData
+    splits: list[dict[str, list[str]]]
+    todo: list[int]
+    cfg: TrainConfig
+    callbacks: Sequence[EpochCallback]
+    finished: FoldFinished
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from eyegc.common.backend import EpochCallback, FoldFinished, TrainingBackend
+from eyegc.common.backend import EpochCallback, FoldFinished, FoldJob, TrainConfig, TrainingBackend, TrainingData
 from eyegc.common.bundle import (
     BUNDLE_FORMAT,
     CONFIG_NAME,
@@ -66,40 +66,6 @@ __all__ = [
     "save_oof",
     "train",
 ]
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``eyegc train`` lets the user choose; ``None`` means the task's default."""
-
-    model: str | None = None
-    network_kwargs: dict[str, Any] | None = None
-    folds: int | None = None
-    fold: str = "all"
-    epochs: int | None = None
-    batch_size: int | None = None
-    patch_size: int | None = None
-    working_scale: float | None = None
-    loss: str | None = None
-    class_weights: list[float] | None = None
-    learning_rate: float | None = None
-    patches_per_image: int | None = None
-    pretrained: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    tune: bool = True
-    #: "torch" (MONAI networks) or "paddle" (classification tasks; eyegc.common.paddle_backend).
-    backend: str = "torch"
-    #: CLAHE before normalising: "none", "channels" or "lab"; ``clahe_clip`` its clip limit.
-    clahe: str | None = None
-    clahe_clip: float | None = None
-    fov_mask: bool | None = None
-    validate_every: int | None = None
-    #: folds trained at once, each in its own process with ``torch threads / jobs`` threads (CPU).
-    jobs: int = 1
-    #: a missing ground-truth class folder, or a class no training case shows, is no error (``--allow-missing-class``).
-    allow_missing_class: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -247,19 +213,6 @@ def resolve_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
     return config
 
 
-@dataclass
-class TrainingData:
-    """The training cases as the backends take them: prepared images, labels, targets, fields of view."""
-
-    cases: list[Case]
-    images: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
-    targets: dict[str, np.ndarray]
-    #: field of view at the original size (metric) and at the working size (loss); absent: whole image.
-    rois: dict[str, np.ndarray] = field(default_factory=dict)
-    roi_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
 def load_training_data(plugin: TaskPlugin, cases: list[Case], preprocessing: dict[str, Any]) -> TrainingData:
     """Read and prepare every training case once (images at the working size, labels, ROIs).
 
@@ -319,23 +272,6 @@ def save_oof(run: Path, probabilities: dict[str, np.ndarray]) -> None:
         quantised = np.round(np.clip(probs.astype(np.float32), 0, 1) * 255).astype(np.uint8)
         np.savez(tmp, probabilities=quantised)
         os.replace(tmp, oof / f"{case_id}.npz")
-
-
-@dataclass(frozen=True)
-class FoldJob:
-    """What a backend's ``train_folds`` gets from the run: the folds ``todo`` of ``splits`` to train
-    on ``data``, the run folder and its ``bundle.json`` config, the user's settings, the epoch
-    callbacks, and ``finished`` to call as each fold ends."""
-
-    plugin: TaskPlugin
-    run: Path
-    config: dict[str, Any]
-    data: TrainingData
-    splits: list[dict[str, list[str]]]
-    todo: list[int]
-    cfg: TrainConfig
-    callbacks: Sequence[EpochCallback]
-    finished: FoldFinished
 
 
 @dataclass

@@ -10,8 +10,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from eyegc.challenges.goals import thickness_model
-from eyegc.challenges.goals.thickness_model import THICKNESS_OPTIONS
+from eyegc.challenges.goals.options import THICKNESS_OPTIONS
 from eyegc.common.errors import EyegcError
 from eyegc.common.outputs import OutputKind, check_outputs
 
@@ -19,6 +18,9 @@ __all__ = ["THICKNESS_OPTIONS", "add_thickness_model_verb"]
 
 
 def _cmd_thickness_model(args: argparse.Namespace) -> int:
+    # Loaded when the verb runs, not when any `eyegc` command builds its parser (it pulls in torch).
+    from eyegc.challenges.goals import thickness_model
+
     layer_models = [("--layers-model", m) for m in args.layers_model or []]
     inputs = [("--data", args.data), ("--model", args.model), ("--images", args.images), *layer_models]
     check_outputs([("--out", args.out, OutputKind.FOLDER)], inputs)

@@ -34,11 +34,12 @@ from typing import Any
 
 import numpy as np
 from eyegc.challenges.goals.metric import layer_thickness
+from eyegc.challenges.goals.options import THICKNESS_OPTIONS
 from eyegc.common.bundle import CONFIG_NAME, Bundle, eyegc_version, load_bundle, sha256_file
 from eyegc.common.classification import write_classification_case
 from eyegc.common.errors import BundleError, DataError, EyegcError
 from eyegc.common.imageio import atomic_output_dir, split_image_suffix
-from eyegc.common.options import SEED, NumberRule, Rule, check_options
+from eyegc.common.options import check_options
 from eyegc.common.plugin import Case, TaskPlugin
 from eyegc.common.registry import get_task, look_up_option
 from tqdm import tqdm
@@ -60,13 +61,6 @@ __all__ = [
     "thickness_features",
 ]
 
-#: ``fit_thickness_model`` argument -> rule; ``eyegc thickness-model`` options.
-THICKNESS_OPTIONS: dict[str, Rule] = {
-    "sectors": NumberRule("--sectors", int, 1),
-    "C": NumberRule("--C", float, 0, min_inclusive=False),  # the inverse regularisation strength
-    "folds": NumberRule("--folds", int, 2),
-    "seed": SEED,
-}
 
 MODEL_FORMAT = "eyegc-thickness-model/1"
 MODEL_NAME = "thickness_model.json"
