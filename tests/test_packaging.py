@@ -10,6 +10,7 @@ from pathlib import Path
 import eyegc.challenges.drac22.plugin
 import eyegc.common.cli
 import pytest
+from installed import install_entry_points
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,21 +77,12 @@ def test_tasks_and_plugin_verbs_come_from_the_entry_points_alone() -> None:
     assert "thickness-model" in verbs and set(declared["eyegc.cli"]) == {"goals-thickness-model"}
 
 
-def _install_entry_points(folder: Path, name: str, groups: dict[str, dict[str, str]]) -> None:
-    """A minimal installed distribution in ``folder`` (put on sys.path): metadata and entry points."""
-    info = folder / f"{name}-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    lines = [f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()) for group, entries in groups.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines))
-
-
 def test_a_plugin_verb_that_cannot_load_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from eyegc.common.cli import main
 
-    _install_entry_points(tmp_path, "eyegc_broken", {"eyegc.cli": {"broken-verb": "eyegc_missing_module:add"}})
+    install_entry_points(tmp_path, "eyegc_broken", {"eyegc.cli": {"broken-verb": "eyegc_missing_module:add"}})
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["list"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -135,7 +127,7 @@ def test_a_bundle_of_a_backend_not_here_or_broken_is_one_line(
     from eyegc.common.bundle import CONFIG_NAME, save_signed_config
     from eyegc.common.cli import main
 
-    _install_entry_points(tmp_path / "site", "eyegc_broken", {"eyegc.backends": {"broken": "eyegc_missing_module:B"}})
+    install_entry_points(tmp_path / "site", "eyegc_broken", {"eyegc.backends": {"broken": "eyegc_missing_module:B"}})
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setattr(registry, "_backends", {})
     from eyegc.common.registry import get_task
@@ -161,7 +153,7 @@ def test_a_plugin_verb_that_fails_to_add_itself_is_one_line(
     from eyegc.common.cli import main
 
     (tmp_path / "clashing_verb.py").write_text("def add(add_parser):\n    add_parser('train')\n")
-    _install_entry_points(tmp_path, "eyegc_clash", {"eyegc.cli": {"clash": "clashing_verb:add"}})
+    install_entry_points(tmp_path, "eyegc_clash", {"eyegc.cli": {"clash": "clashing_verb:add"}})
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["list"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

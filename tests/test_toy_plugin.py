@@ -13,6 +13,7 @@ import pytest
 from contract import TaskPluginContract
 from eyegc.common import registry
 from eyegc.common.cli import main
+from installed import install_entry_points
 
 TOY_PLUGIN = """
 from eyegc.common.folder_task import FolderSegmentationTask
@@ -33,10 +34,7 @@ def toy_installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     site = tmp_path_factory.mktemp("site-packages")
     (site / "eyegc_toy").mkdir()
     (site / "eyegc_toy" / "__init__.py").write_text(TOY_PLUGIN)
-    info = site / "eyegc_toy-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: eyegc-toy\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[eyegc.tasks]\ntoy-discs = eyegc_toy:toy_discs\n")
+    install_entry_points(site, "eyegc_toy", {"eyegc.tasks": {"toy-discs": "eyegc_toy:toy_discs"}})
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(site))
         yield site
