@@ -26,14 +26,14 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from eyegc.challenges.drive.plugin import DriveVessels
-from eyegc.common.bundle import load_bundle, read_config
+from eyegc.common.bundle import CONFIG_NAME, BundleConfig, load_bundle, read_config
 from eyegc.common.evaluation import evaluate_predictions, format_leaderboard
 from eyegc.common.imageio import atomic_output_dir
 from eyegc.common.inference import Predictor
@@ -83,10 +83,10 @@ def _cv_work(plugin: DriveVessels, run: Path, data: Path, tta: str) -> list[tupl
     return [
         (
             f"fold {fold} held-out",
-            Predictor(plugin, [load_bundle(run, folds=[int(fold)])], tta=tta, device="cpu"),
-            [cases[c] for c in info["validation_cases"]],
+            Predictor(plugin, [load_bundle(run, folds=[fold])], tta=tta, device="cpu"),
+            [cases[c] for c in record.validation_cases],
         )
-        for fold, info in sorted(config["folds"].items())
+        for fold, record in config.folds.items()
     ]
 
 
@@ -119,8 +119,8 @@ def _per_fold(plugin: DriveVessels, run: Path, data: Path, pred: Path) -> list[d
     config = read_config(run)
     cases = {c.case_id: c for c in plugin.list_cases(data, "train")}
     figures = []
-    for fold, info in sorted(config["folds"].items()):
-        ids = list(info["validation_cases"])
+    for fold, record in config.folds.items():
+        ids = list(record.validation_cases)
         result = plugin.metric(
             plugin.name,
             plugin.read_predictions(pred, ids),
@@ -134,7 +134,7 @@ def _per_fold(plugin: DriveVessels, run: Path, data: Path, pred: Path) -> list[d
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DRIVE root (holds training/ and maybe test/)")
     parser.add_argument("--test-split", choices=("test", "cv"), default=None, help="default: test if ROOT/test exists")
@@ -170,44 +170,59 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="continue an interrupted benchmark in OUT with its own settings (training time: this run only)",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+class _Refused(Exception):
+    """A one-line reason to stop (exit status 2)."""
+
+
+@dataclass
+class _Plan:
+    """What the benchmark runs: the task, the split scored, and the options kept for --resume."""
+
+    plugin: DriveVessels
+    split: str
+    jobs: int
+    saved: dict[str, Any]
+    previous: BundleConfig | None
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """A new benchmark in an emptied OUT, or the interrupted one there (``--resume``) with its own options."""
     if not (args.data / "training").is_dir():
-        print(f"no DRIVE training set in {args.data} (expected {args.data / 'training'})", file=sys.stderr)
-        return 2
+        raise _Refused(f"no DRIVE training set in {args.data} (expected {args.data / 'training'})")
     jobs = min(2, torch.get_num_threads()) if args.jobs is None else args.jobs
     if jobs < 1:
-        print(f"--jobs must be at least 1, got {jobs}", file=sys.stderr)
-        return 2
+        raise _Refused(f"--jobs must be at least 1, got {jobs}")
     split = args.test_split or ("test" if (args.data / "test").is_dir() else "cv")
-    run = args.out / "run"
-    options_path = args.out / OPTIONS_NAME
-    saved: dict[str, Any] = {}
-    previous: dict[str, Any] = {}
-    if args.resume:
-        if not (run / "bundle.json").is_file() or not options_path.is_file():
-            print(
-                f"nothing to resume in {args.out}: no benchmark run there ({run / 'bundle.json'} or {options_path} "
-                "is missing); run without --resume",
-                file=sys.stderr,
-            )
-            return 2
-        previous = read_config(run)
-        plugin = get_task(previous["task"])
-        if plugin.challenge != "drive":
-            print(f"{run} holds a {plugin.name} run, not a DRIVE one; choose another --out", file=sys.stderr)
-            return 2
-        # The benchmark's own options as the interrupted run had them (the bundle holds the training's).
-        saved = json.loads(options_path.read_text())
-        split, args.tta, jobs = saved["test_split"], saved["tta"], saved["jobs"]
-        args.folds = int(previous["training"]["folds"])
-    else:
+    run, options_path = args.out / "run", args.out / OPTIONS_NAME
+    if not args.resume:
         # The colour variant is a registered task of its own, so that its bundle predicts in colour.
         plugin = get_task("drive-vessels-rgb" if args.channels == "rgb" else "drive-vessels")
         shutil.rmtree(args.out, ignore_errors=True)
         args.out.mkdir(parents=True)
+        return _Plan(plugin, split, jobs, {}, None)
+    if not (run / CONFIG_NAME).is_file() or not options_path.is_file():
+        raise _Refused(
+            f"nothing to resume in {args.out}: no benchmark run there ({run / CONFIG_NAME} or {options_path} "
+            "is missing); run without --resume"
+        )
+    previous = read_config(run)
+    plugin = get_task(previous.task)
+    if plugin.challenge != "drive":
+        raise _Refused(f"{run} holds a {plugin.name} run, not a DRIVE one; choose another --out")
+    # The benchmark's own options as the interrupted run had them (the bundle holds the training's).
+    saved = json.loads(options_path.read_text())
+    args.tta = saved["tta"]
+    args.folds = previous.training.folds
+    return _Plan(plugin, saved["test_split"], saved["jobs"], saved, previous)
+
+
+def _training_config(args: argparse.Namespace, plan: _Plan, started: float) -> tuple[TrainConfig, float | None]:
+    """The run's settings, with epochs fitted to ``--minutes`` by a probe; the probe's seconds per epoch."""
     threads = max(1, torch.get_num_threads())
     torch.set_num_threads(threads)
-    started = time.perf_counter()
     cfg = TrainConfig(
         folds=args.folds,
         epochs=args.epochs or None,
@@ -218,94 +233,76 @@ def main(argv: list[str] | None = None) -> int:
         network_kwargs=args.network_kwargs,
         device="cpu",
         seed=args.seed,
-        jobs=min(jobs, threads, args.folds),
+        jobs=min(plan.jobs, threads, args.folds),
     )
-    epoch_seconds = saved.get("probe_epoch_seconds")
-    budget_minutes = saved["minutes"] if args.resume else (args.minutes if args.epochs is None else None)
-    if args.resume:
+    epoch_seconds = plan.saved.get("probe_epoch_seconds")
+    if plan.previous is not None:
         # The run's own settings; train() continues each fold from its last checkpoint.
-        cfg = replace(cfg, epochs=int(previous["training"]["epochs"]))
-    elif args.epochs is None:
-        epoch_seconds = _probe_epoch_seconds(plugin, args.data, cfg, args.out / "probe")
+        return replace(cfg, epochs=plan.previous.training.epochs), epoch_seconds
+    if args.epochs is None:
+        epoch_seconds = _probe_epoch_seconds(plan.plugin, args.data, cfg, args.out / "probe")
         left = args.minutes * 60 - (time.perf_counter() - started)
         cfg = replace(cfg, epochs=_epochs_within(left, epoch_seconds, args.folds, cfg.jobs))
         print(
             f"budget {args.minutes:g} min: {cfg.epochs} epochs per fold, {cfg.jobs} folds at a time "
             f"({epoch_seconds:.1f} s per epoch per fold here)"
         )
-    if not args.resume:
-        options = {"test_split": split, "tta": args.tta, "jobs": cfg.jobs, "probe_epoch_seconds": epoch_seconds}
-        options_path.write_text(json.dumps({**options, "minutes": budget_minutes}))
-    try:
-        train(plugin, args.data, run, cfg, resume=args.resume)
-    except KeyboardInterrupt:
-        if not (run / "bundle.json").is_file():  # interrupted before its first checkpoint: nothing kept
-            print("\ninterrupted before the first checkpoint; run the benchmark again", file=sys.stderr)
-            return 130
-        print(
-            f"\ninterrupted; continue with: {sys.executable} {sys.argv[0]} --data {args.data} --out {args.out} "
-            "--resume",
-            file=sys.stderr,
-        )
-        return 130
-    train_seconds = time.perf_counter() - started
-    pred = args.out / "predictions"
-    if split == "cv":
+    return cfg, epoch_seconds
+
+
+def _settings_figures(config: BundleConfig) -> dict[str, Any]:
+    """The trained run's settings, as result.json records them."""
+    t = config.training
+    return {
+        "threshold": config.postprocessing.threshold("vessel"),
+        "epochs": t.epochs,
+        "network": config.network.model_dump(),
+        "patch_size": config.patch_size,
+        "patches_per_image": t.patches_per_image,
+        "batch_size": t.batch_size,
+        "learning_rate": t.learning_rate,
+        "loss": t.loss,
+        "clahe": config.preprocessing.clahe,
+        "elastic_probability": t.elastic_probability,
+        "validate_every": t.validate_every,
+    }
+
+
+def _score(args: argparse.Namespace, plan: _Plan) -> tuple[dict[str, Any], Any, float]:
+    """Predict the scored split, evaluate it; the figures, the evaluation and seconds per image."""
+    plugin, run, pred = plan.plugin, args.out / "run", args.out / "predictions"
+    if plan.split == "cv":
         work = _cv_work(plugin, run, args.data, args.tta)
     else:
         ensemble = Predictor(plugin, [load_bundle(run)], tta=args.tta, device="cpu")
         work = [("test", ensemble, plugin.list_cases(args.data, "test"))]
     per_image, auc_float = _predict(plugin, work, pred)
-    result = evaluate_predictions(plugin, pred, args.data, "train" if split == "cv" else "test")
-    config = read_config(run)
+    result = evaluate_predictions(plugin, pred, args.data, "train" if plan.split == "cv" else "test")
     vessel = result.per_class["vessel"]
-    figures = {
-        "evaluation": f"{args.folds}-fold cross-validation on training/"
-        if split == "cv"
-        else "test/ (ensemble of the folds)",
+    cv = plan.split == "cv"
+    figures: dict[str, Any] = {
+        "evaluation": f"{args.folds}-fold cross-validation on training/" if cv else "test/ (ensemble of the folds)",
         "cases": result.cases,
-        "f1": vessel["f1"],
-        "auc": vessel["auc"],
+        **{key: vessel[key] for key in ("f1", "auc")},
         "auc_float": auc_float,
-        "accuracy": vessel["accuracy"],
-        "sensitivity": vessel["sensitivity"],
-        "specificity": vessel["specificity"],
-        "threshold": config["postprocessing"]["thresholds"]["vessel"],
-        "training_seconds": round(train_seconds, 1),
-        "budget_minutes": budget_minutes,
-        "resumed": args.resume,
-        "probe_epoch_seconds": round(epoch_seconds, 2) if epoch_seconds else None,
-        "jobs": cfg.jobs,
-        "inference_seconds_per_image": round(per_image, 2),
-        "tta": args.tta,
-        "folds": args.folds,
-        "epochs": config["training"]["epochs"],
-        "network": config["network"],
-        "patch_size": config["patch_size"],
-        "patches_per_image": config["training"]["patches_per_image"],
-        "batch_size": config["training"]["batch_size"],
-        "learning_rate": config["training"]["learning_rate"],
-        "loss": config["training"]["loss"],
-        "channels": plugin.channels,
-        "clahe": config["preprocessing"].get("clahe"),
-        "elastic_probability": config["training"].get("elastic_probability"),
-        "validate_every": config["training"].get("validate_every"),
-        "cpu_threads": torch.get_num_threads(),
+        **{key: vessel[key] for key in ("accuracy", "sensitivity", "specificity")},
     }
-    if split == "cv":
+    if cv:
         folds = _per_fold(plugin, run, args.data, pred)
         figures["per_fold"] = folds
         figures["mean_fold_f1"] = float(sum(f["f1"] for f in folds) / len(folds))
         figures["mean_fold_auc"] = float(sum(f["auc"] for f in folds) / len(folds))
-    (args.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
-    print(format_leaderboard(result))
+    return figures, result, per_image
+
+
+def _report(args: argparse.Namespace, figures: dict[str, Any], train_seconds: float) -> None:
     print(
         f"DRIVE {figures['evaluation']}: F1 {figures['f1']:.4f}  AUC {figures['auc']:.4f} "
         f"(unquantised probabilities: {figures['auc_float']:.4f})  "
         f"accuracy {figures['accuracy']:.4f}  sensitivity {figures['sensitivity']:.4f}  "
         f"specificity {figures['specificity']:.4f}  (threshold {figures['threshold']:.2f})"
     )
-    if split == "cv":
+    if "per_fold" in figures:
         print(
             "per fold (each fold's network ranks its own held-out images, as one network does on a test set): "
             + ", ".join(f"F1 {f['f1']:.4f} AUC {f['auc']:.4f}" for f in figures["per_fold"])
@@ -319,10 +316,55 @@ def main(argv: list[str] | None = None) -> int:
         budget = f" ({within} the {args.minutes:g}-minute budget, probe included)"
     print(
         f"training {train_seconds / 60:.1f} min{budget} for {args.folds} folds x {figures['epochs']} epochs, "
-        f"{cfg.jobs} at a time on {figures['cpu_threads']} CPU threads; inference {per_image:.2f} s per image "
-        f"with TTA {args.tta}"
+        f"{figures['jobs']} at a time on {figures['cpu_threads']} CPU threads; inference "
+        f"{figures['inference_seconds_per_image']:.2f} s per image with TTA {args.tta}"
     )
     print("targets (DRIVE test set): F1 >= 0.80, AUC >= 0.975; published U-Nets 0.81-0.83 / 0.975-0.98")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        plan = _plan(args)
+    except _Refused as refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    run = args.out / "run"
+    started = time.perf_counter()
+    cfg, epoch_seconds = _training_config(args, plan, started)
+    budget_minutes = plan.saved["minutes"] if args.resume else (args.minutes if args.epochs is None else None)
+    if not args.resume:
+        options = {"test_split": plan.split, "tta": args.tta, "jobs": cfg.jobs, "probe_epoch_seconds": epoch_seconds}
+        (args.out / OPTIONS_NAME).write_text(json.dumps({**options, "minutes": budget_minutes}))
+    try:
+        train(plan.plugin, args.data, run, cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        if not (run / CONFIG_NAME).is_file():  # interrupted before its first checkpoint: nothing kept
+            print("\ninterrupted before the first checkpoint; run the benchmark again", file=sys.stderr)
+            return 130
+        print(
+            f"\ninterrupted; continue with: {sys.executable} {sys.argv[0]} --data {args.data} --out {args.out} "
+            "--resume",
+            file=sys.stderr,
+        )
+        return 130
+    train_seconds = time.perf_counter() - started
+    figures, result, per_image = _score(args, plan)
+    figures |= _settings_figures(read_config(run)) | {
+        "training_seconds": round(train_seconds, 1),
+        "budget_minutes": budget_minutes,
+        "resumed": args.resume,
+        "probe_epoch_seconds": round(epoch_seconds, 2) if epoch_seconds else None,
+        "jobs": cfg.jobs,
+        "inference_seconds_per_image": round(per_image, 2),
+        "tta": args.tta,
+        "folds": args.folds,
+        "channels": plan.plugin.channels,
+        "cpu_threads": torch.get_num_threads(),
+    }
+    (args.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(format_leaderboard(result))
+    _report(args, figures, train_seconds)
     return 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from eyegc.common.bundle_config import BundleConfig, FoldRecord
 from eyegc.common.plugin import Case, TaskPlugin
 
 if TYPE_CHECKING:  # annotations only: the registry imports this module, and `eyegc --help` needs no torch
@@ -28,7 +29,7 @@ __all__ = ["EpochCallback", "FoldFinished", "FoldJob", "TrainConfig", "TrainingB
 #: called after each epoch's checkpoint is saved: (fold, epoch, history). May raise to stop.
 EpochCallback = Callable[[int, int, dict[str, list[float]]], None]
 #: called by a backend when a fold ends: (fold, its bundle.json record, seconds it took).
-FoldFinished = Callable[[int, dict[str, Any], float], None]
+FoldFinished = Callable[[int, FoldRecord, float], None]
 
 
 @dataclass
@@ -86,7 +87,7 @@ class FoldJob:
 
     plugin: TaskPlugin
     run: Path
-    config: dict[str, Any]
+    config: BundleConfig
     data: TrainingData
     splits: list[dict[str, list[str]]]
     todo: list[int]
@@ -99,7 +100,7 @@ class FoldJob:
 class TrainingBackend(Protocol):
     """Train and load the networks of one fold with one deep-learning library."""
 
-    #: The name a bundle records (``bundle.json`` ``"backend"``) and ``--backend`` takes.
+    #: The name a bundle records (:attr:`BundleConfig.backend`) and ``--backend`` takes.
     name: str
     #: Each fold's checkpoint file (``fold_<k>/<name>``): a run holding one can be resumed.
     checkpoint_name: str
@@ -108,11 +109,11 @@ class TrainingBackend(Protocol):
         """Refuse settings or tasks this backend cannot train, before anything is read (EyegcError)."""
         ...
 
-    def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+    def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> BundleConfig:
         """A new run's ``bundle.json`` config (:func:`eyegc.common.training.resolve_config` plus the backend's own)."""
         ...
 
-    def check_network(self, config: dict[str, Any], data: TrainingData, device: str) -> None:
+    def check_network(self, config: BundleConfig, data: TrainingData, device: str) -> None:
         """Build the network and run one input through it, so bad settings fail before training."""
         ...
 
@@ -122,6 +123,6 @@ class TrainingBackend(Protocol):
         probabilities) and call ``job.finished`` as each ends."""
         ...
 
-    def load_fold(self, config: dict[str, Any], weights: Path) -> Any:
+    def load_fold(self, config: BundleConfig, weights: Path) -> Any:
         """One trained fold for inference: on the CPU, eval mode, callable on a torch batch (BundleError)."""
         ...

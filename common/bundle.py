@@ -9,8 +9,9 @@ Layout of a training run folder (the bundle is the checksummed part)::
     RUN/fold_<k>/checkpoint.pt training state for --resume (not part of the bundle)
     RUN/fold_<k>/history.json, training_curve.png, RUN/oof/*.npz   training artefacts
 
-Predict, evaluate and the container rebuild everything from ``bundle.json``; weights are always
-loaded with ``torch.load(..., weights_only=True)``.
+Predict, evaluate and the container rebuild everything from ``bundle.json``, read and written as
+a typed :class:`~eyegc.common.bundle_config.BundleConfig` (older formats upgraded when read);
+weights are always loaded with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eyegc.common.bundle_config import (
+    BUNDLE_FORMAT,
+    CHECKSUMS_NAME,
+    CONFIG_NAME,
+    SETTING_EDITED,
+    SPLITS_NAME,
+    WEIGHTS_NAME,
+    BundleConfig,
+    DataFingerprint,
+    config_from_json,
+)
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.interrupts import interrupts_deferred
 from eyegc.common.networks import build_network
@@ -36,7 +48,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "CHECKSUMS_NAME",
+    "CONFIG_NAME",
+    "SPLITS_NAME",
+    "WEIGHTS_NAME",
     "Bundle",
+    "BundleConfig",
     "FoldModel",
     "cases_fingerprint",
     "check_bundle_settings",
@@ -45,7 +62,6 @@ __all__ = [
     "data_fingerprint",
     "eyegc_version",
     "load_bundle",
-    "output_channels",
     "read_config",
     "save_config_keeping_signature",
     "save_signed_config",
@@ -53,12 +69,6 @@ __all__ = [
     "write_checksums",
     "write_config",
 ]
-
-BUNDLE_FORMAT = "eyegc-bundle/1"
-CONFIG_NAME = "bundle.json"
-SPLITS_NAME = "splits.json"
-CHECKSUMS_NAME = "checksums.sha256"
-WEIGHTS_NAME = "model.pt"
 
 
 def eyegc_version() -> str:
@@ -80,7 +90,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def data_fingerprint(files: Iterable[Path], root: Path) -> dict[str, Any]:
+def data_fingerprint(files: Iterable[Path], root: Path) -> DataFingerprint:
     """A sha256 over the relative names and contents of the training files."""
     digest = hashlib.sha256()
     count = 0
@@ -88,53 +98,66 @@ def data_fingerprint(files: Iterable[Path], root: Path) -> dict[str, Any]:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(sha256_file(path).encode())
         count += 1
-    return {"sha256": digest.hexdigest(), "files": count}
+    return DataFingerprint(sha256=digest.hexdigest(), files=count)
 
 
-def cases_fingerprint(cases: Iterable[Case], root: Path) -> dict[str, Any]:
+def cases_fingerprint(cases: Iterable[Case], root: Path) -> DataFingerprint:
     """:func:`data_fingerprint` of the cases' images and label files, with the number of cases."""
     cases = list(cases)
     files = [c.image for c in cases] + [p for c in cases for p in (c.labels or {}).values() if isinstance(p, Path)]
-    return {**data_fingerprint(files, root), "cases": len(cases)}
+    return data_fingerprint(files, root).model_copy(update={"cases": len(cases)})
 
 
-def check_same_data(config: dict[str, Any], fingerprint: dict[str, Any], data_root: Path, verb: str) -> None:
+def check_same_data(config: BundleConfig, fingerprint: DataFingerprint, data_root: Path, verb: str) -> None:
     """Refuse data other than the data a run was trained on (its recorded fingerprint).
 
     Raises:
         EyegcError: the fingerprints differ; the message says to ``verb`` with the same data.
     """
-    previous = config.get("data_fingerprint")
-    if previous and previous.get("sha256") != fingerprint["sha256"]:
+    previous = config.data_fingerprint
+    if previous and previous.sha256 != fingerprint.sha256:
         raise EyegcError(
             f"the data in {data_root} differs from the data this run was trained on (fingerprint); "
             f"{verb} with the same --data, or start a new run"
         )
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_config(run: Path) -> dict[str, Any]:
-    """``RUN/bundle.json`` as a dict (no checksum verification: use :func:`load_bundle` for that)."""
+def _read_json(run: Path) -> Any:
     path = Path(run) / CONFIG_NAME
     if not path.is_file():
         raise BundleError(f"{run} is not an eyegc model bundle: {path} is missing (train one with `eyegc train`)")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}); the bundle is damaged") from None
-    if config.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path} has format {config.get('format')!r}; this eyegc reads {BUNDLE_FORMAT!r}")
-    return config
 
 
-def write_config(run: Path, config: dict[str, Any]) -> None:
-    """Write ``RUN/bundle.json`` atomically."""
-    _write_json_atomic(Path(run) / CONFIG_NAME, config)
+def read_config(run: Path) -> BundleConfig:
+    """``RUN/bundle.json``, upgraded to the current format and validated (no checksum verification:
+    use :func:`load_bundle` for that)."""
+    return config_from_json(_read_json(run), str(Path(run) / CONFIG_NAME))
+
+
+def _named_weights(run: Path) -> list[str]:
+    """The weights files ``bundle.json`` names, read before its schema is checked.
+
+    The checksums come first: a changed or truncated bundle.json is reported as such, not as
+    whatever key the damage happened to break.
+    """
+    data = _read_json(run)
+    folds = data.get("folds") if isinstance(data, dict) else None
+    try:
+        return sorted(str(record["weights"]) for record in (folds or {}).values())
+    except (AttributeError, KeyError, TypeError):
+        raise BundleError(f"{Path(run) / CONFIG_NAME}: folds.*.weights is missing; the bundle is damaged") from None
+
+
+def write_config(run: Path, config: BundleConfig) -> None:
+    """Write ``RUN/bundle.json`` atomically, in the current format."""
+    path = Path(run) / CONFIG_NAME
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(config.to_json())
+    os.replace(tmp, path)
 
 
 def _read_listing(run: Path) -> dict[str, str]:
@@ -153,10 +176,6 @@ def _read_listing(run: Path) -> dict[str, str]:
     return entries
 
 
-def _weights_in_config(config: dict[str, Any]) -> list[str]:
-    return sorted(str(info["weights"]) for info in config.get("folds", {}).values())
-
-
 def write_checksums(run: Path, fresh: Iterable[str] = ()) -> list[str]:
     """Record the sha256 of bundle.json, splits.json and the weights of every fold in the config.
 
@@ -164,9 +183,8 @@ def write_checksums(run: Path, fresh: Iterable[str] = ()) -> list[str]:
     ``fresh``, the folds just trained), so re-tuning cannot bless a changed or truncated file.
     """
     run = Path(run)
-    config = read_config(run)
     old = _read_listing(run) if (run / CHECKSUMS_NAME).is_file() else {}
-    files = [CONFIG_NAME, SPLITS_NAME, *_weights_in_config(config)]
+    files = [CONFIG_NAME, SPLITS_NAME, *_named_weights(run)]
     for name in files[2:]:
         if name in old and name not in set(fresh) and sha256_file(run / name) != old[name]:
             raise BundleError(f"{run / name} changed since it was trained; retrain that fold")
@@ -177,7 +195,7 @@ def write_checksums(run: Path, fresh: Iterable[str] = ()) -> list[str]:
     return files
 
 
-def save_signed_config(run: Path, config: dict[str, Any], fresh: Iterable[str] = ()) -> None:
+def save_signed_config(run: Path, config: BundleConfig, fresh: Iterable[str] = ()) -> None:
     """Write ``bundle.json`` and re-sign the bundle as one step that Ctrl-C cannot split.
 
     Interrupted between the two writes, a bundle would hold a new bundle.json under the old
@@ -188,7 +206,7 @@ def save_signed_config(run: Path, config: dict[str, Any], fresh: Iterable[str] =
         write_checksums(run, fresh=fresh)
 
 
-def save_config_keeping_signature(run: Path, config: dict[str, Any]) -> None:
+def save_config_keeping_signature(run: Path, config: BundleConfig) -> None:
     """Write ``bundle.json``; re-sign it too when the run is already signed (a resumed run).
 
     A signed run whose bundle.json changed without its checksum would be refused as tampered
@@ -223,7 +241,7 @@ def verify_checksums(run: Path) -> list[str]:
                 f"bundle file {path} does not match its checksum: it was changed or truncated. "
                 "Copy the bundle again, or retrain"
             )
-    weights = _weights_in_config(read_config(run))
+    weights = _named_weights(run)
     listed = sorted(n for n in entries if n not in (CONFIG_NAME, SPLITS_NAME))
     if listed != weights:
         raise BundleError(
@@ -245,19 +263,19 @@ class Bundle:
     """A verified model bundle: its config and its fold networks (on CPU until moved)."""
 
     path: Path
-    config: dict[str, Any]
+    config: BundleConfig
     folds: list[FoldModel] = field(default_factory=list)
 
     @property
     def task(self) -> str:
-        return self.config["task"]
+        return self.config.task
 
     @property
     def classes(self) -> list[str]:
-        return list(self.config["classes"])
+        return list(self.config.classes)
 
 
-def build_from_config(config: dict[str, Any], source: Path | None = None) -> nn.Module:
+def build_from_config(config: BundleConfig, source: Path | None = None) -> nn.Module:
     """The untrained network a bundle config describes.
 
     Args:
@@ -268,29 +286,22 @@ def build_from_config(config: dict[str, Any], source: Path | None = None) -> nn.
         EyegcError: an unknown network, argument or unusable argument value; a :class:`BundleError`
             naming ``source`` when given.
     """
-    net = config["network"]
+    net = config.network
     try:
-        return build_network(net["name"], config["in_channels"], output_channels(config), net.get("kwargs") or {})
+        return build_network(net.name, config.in_channels, config.output_channels, net.kwargs)
     except EyegcError as exc:
         if source is None:
             raise
         raise BundleError(f"{source}: {exc}") from None
 
 
-def output_channels(config: dict[str, Any]) -> int:
-    """Logits per image pixel (segmentation: one per class) or per image (classification: all heads' grades)."""
-    if config.get("kind") == "classification":
-        return int(sum(config["head_classes"]))
-    return len(config["classes"])
-
-
-def check_input_channels(config: dict[str, Any], plugin: TaskPlugin, run: Path) -> None:
+def check_input_channels(config: BundleConfig, plugin: TaskPlugin, run: Path) -> None:
     """Refuse a run trained on other input channels than ``plugin`` reads (a plugin built in Python).
 
     Raises:
         BundleError: naming both channel counts and the way out.
     """
-    trained_on = int(config.get("in_channels", plugin.in_channels))
+    trained_on = config.in_channels
     if trained_on != plugin.in_channels:
         raise BundleError(
             f"{run} was trained on {trained_on}-channel input; {plugin.name} as configured reads "
@@ -300,49 +311,35 @@ def check_input_channels(config: dict[str, Any], plugin: TaskPlugin, run: Path) 
 
 
 def _setting_error(path: Path, where: str, problem: str) -> BundleError:
-    return BundleError(f"{path}: {where} {problem}; the bundle was edited: retrain it, or re-tune it with `eyegc tune`")
+    return BundleError(f"{path}: {where} {problem}; {SETTING_EDITED}")
 
 
-def _check_class_map(
-    path: Path, config: dict[str, Any], name: str, in_range: Callable[[float], bool], allowed: str
-) -> None:
-    """``postprocessing.<name>``: class key -> a number for which ``in_range`` holds."""
-    where = f"postprocessing.{name}"
-    section = config.get("postprocessing", {}).get(name, {})
-    if not isinstance(section, dict):
-        raise _setting_error(path, where, "must map class names to values")
-    classes = config.get("classes", [])
-    for key, value in section.items():
-        if key not in classes:
-            raise _setting_error(path, f"{where}.{key}", f"names no class of this bundle ({', '.join(classes)})")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(float(value)):
-            raise _setting_error(path, f"{where}.{key}", f"must be {allowed}, got {value!r}")
-
-
-def check_bundle_settings(config: dict[str, Any], path: Path) -> None:
-    """Check the settings predict reads from ``bundle.json`` (ranges as for ``eyegc train``'s options).
+def check_bundle_settings(config: BundleConfig, path: Path) -> None:
+    """Check the settings predict reads from ``bundle.json`` against each other and against the
+    ranges of ``eyegc train``'s options (each threshold and component size on its own is checked
+    when the file is read: :class:`~eyegc.common.bundle_config.Postprocessing`).
 
     checksums.sha256 catches an edited bundle.json only until it is re-signed; a re-signed file
-    with a threshold of 7 or a working scale of 0 would otherwise predict nonsense, silently.
+    with a working scale of 0 or a threshold for no class would otherwise predict nonsense, silently.
 
     Raises:
         BundleError: a value out of its range, or a class key the bundle does not have.
     """
-    preprocessing = config.get("preprocessing", {})
     for where, rule, value in (
-        ("preprocessing.working_scale", TRAIN_OPTIONS["working_scale"], preprocessing.get("working_scale")),
-        ("patch_size", TRAIN_OPTIONS["patch_size"], config.get("patch_size")),
+        ("preprocessing.working_scale", TRAIN_OPTIONS["working_scale"], config.preprocessing.working_scale),
+        ("patch_size", TRAIN_OPTIONS["patch_size"], config.patch_size),
     ):
         try:
             rule.check(value)
         except EyegcError as error:
             raise _setting_error(path, where, str(error).replace(f"{rule.option} ", "", 1)) from None
-    _check_class_map(path, config, "thresholds", lambda v: 0.0 <= v <= 1.0, "a number from 0 to 1")
-    _check_class_map(
-        path, config, "min_component_size", lambda v: v.is_integer() and v >= 0, "a whole number of at least 0"
-    )
-    for mode, ops in (config.get("allowed_tta") or {}).items():
-        unknown = sorted(set(ops) - set(DIHEDRAL_OPS)) if isinstance(ops, list) else [repr(ops)]
+    post = config.postprocessing
+    for name, section in (("thresholds", post.thresholds), ("min_component_size", post.min_component_size)):
+        for key in sorted(set(section) - set(config.classes)):
+            where = f"postprocessing.{name}.{key}"
+            raise _setting_error(path, where, f"names no class of this bundle ({', '.join(config.classes)})")
+    for mode, ops in config.allowed_tta.items():
+        unknown = sorted(set(ops) - set(DIHEDRAL_OPS))
         if unknown:
             raise _setting_error(path, f"allowed_tta.{mode}", f"holds unknown operations {', '.join(unknown)}")
 
@@ -361,13 +358,13 @@ def load_bundle(run: Path, task: str | None = None, folds: Iterable[int] | None 
     run = Path(run)
     listed = verify_checksums(run)
     config = read_config(run)
-    if task is not None and config.get("task") != task:
-        raise BundleError(f"{run} was trained for {config.get('task')!r}, not {task!r}")
+    if task is not None and config.task != task:
+        raise BundleError(f"{run} was trained for {config.task!r}, not {task!r}")
     check_bundle_settings(config, run / CONFIG_NAME)
     wanted = set(folds) if folds is not None else None
     bundle = Bundle(path=run, config=config)
     try:
-        backend = get_backend(str(config.get("backend", "torch")))
+        backend = get_backend(config.backend)
     except EyegcError as exc:
         raise BundleError(f"{run / CONFIG_NAME}: {exc}") from None
     for name in listed:

@@ -104,20 +104,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _print_run_summary(run: Path) -> None:
     from eyegc.common.bundle import read_config
+    from eyegc.common.bundle_config import DEFAULT_THRESHOLD
 
     config = read_config(run)
-    metric = config["training"]["metric"]
-    for fold, info in sorted(config["folds"].items()):
-        best, done, score = info["best_epoch"], info["epochs_done"], info["best_score"]
+    metric = config.training.metric
+    for fold, record in config.folds.items():
+        best, done, score = record.best_epoch, record.epochs_done, record.best_score
         print(f"fold {fold}: best epoch {best}/{done}, validation {metric} {score:.4f}")
-    cv = config.get("cross_validation")
+    cv = config.cross_validation
     if cv:
-        default = cv["default_postprocessing"]["leaderboard"]
-        tuned = cv["tuned_postprocessing"]["leaderboard"]
-        print(f"cross-validation ({cv['cases']} cases): threshold 0.5 {default} -> tuned {tuned}")
-        post = config["postprocessing"]
-        sizes = post.get("min_component_size")  # segmentation only
-        print(f"thresholds {post['thresholds']}" + (f", min component size {sizes}" if sizes is not None else ""))
+        default = cv.default_postprocessing["leaderboard"]
+        tuned = cv.tuned_postprocessing["leaderboard"]
+        print(f"cross-validation ({cv.cases} cases): threshold {DEFAULT_THRESHOLD} {default} -> tuned {tuned}")
+        post = config.postprocessing
+        sizes = post.min_component_size or None  # segmentation only
+        print(f"thresholds {post.thresholds}" + (f", min component size {sizes}" if sizes is not None else ""))
     print(f"model bundle: {run}")
 
 
@@ -414,7 +415,7 @@ def _cmd_gc_try(args: argparse.Namespace) -> int:
     check_outputs([("--out", out, OutputKind.FOLDER)], [("IMAGE", args.image), *(("--model", m) for m in args.model)])
     if not args.image.is_file():
         raise EyegcError(f"IMAGE {args.image} is not a file: give the case's image (e.g. a .png of the test set)")
-    plugin = get_task(args.task or str(read_config(args.model[0]).get("task")))
+    plugin = get_task(args.task or read_config(args.model[0]).task)
     plugin.read_image(args.image)  # a case the task cannot read fails here, before the platform is asked
     _, interfaces, source = mapping_to_check(None, args.sockets, plugin.name)
     device = resolve_device(args.device)

@@ -117,7 +117,7 @@ def prepare_demo(
     cfg = TrainConfig(**{**demo_training(plugin), **(training or {})}, device=device, seed=seed)
     if not (run / CONFIG_NAME).exists():
         train(plugin, data, run, cfg)
-    elif not read_config(run)["postprocessing"].get("tuned"):
+    elif not read_config(run).postprocessing.tuned:
         train(plugin, data, run, cfg, resume=True)  # an interrupted demo continues where it stopped
     if on_stage:
         on_stage("train")

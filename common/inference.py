@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from eyegc.common.bundle import Bundle, check_input_channels, load_bundle
+from eyegc.common.bundle_config import Postprocessing
 from eyegc.common.datafiles import index_files
 from eyegc.common.errors import BundleError, DataError
 from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir, split_image_suffix
@@ -177,9 +178,9 @@ class Predictor:
         return sum(len(b.folds) for b in self.bundles)
 
     @property
-    def postprocessing(self) -> dict:
+    def postprocessing(self) -> Postprocessing:
         """Thresholds and component sizes: the first bundle's (documented ensemble rule)."""
-        return self.bundles[0].config.get("postprocessing", {})
+        return self.bundles[0].config.postprocessing
 
     @torch.no_grad()
     def probabilities(self, image: np.ndarray) -> np.ndarray:
@@ -190,11 +191,11 @@ class Predictor:
         total = torch.zeros((len(self.plugin.classes), *shape), dtype=torch.float32)
         autocast = torch.autocast("cuda") if self.device.type == "cuda" else nullcontext()
         for bundle in self.bundles:
-            prepared = prepare_image(image, bundle.config["preprocessing"]).to(self.device)
+            prepared = prepare_image(image, bundle.config.preprocessing).to(self.device)
             for fold in bundle.folds:
                 with autocast:
                     probs = predict_with_tta(
-                        fold.network, prepared, self.ops, int(bundle.config["patch_size"]), self.plugin.kind
+                        fold.network, prepared, self.ops, bundle.config.patch_size, self.plugin.kind
                     )
                 total += resize_probabilities(probs.float().cpu(), shape)
         return (total / self.members).numpy()
@@ -204,7 +205,7 @@ class Predictor:
         total = torch.zeros((len(head_sizes), max(head_sizes)), dtype=torch.float32)
         autocast = torch.autocast("cuda") if self.device.type == "cuda" else nullcontext()
         for bundle in self.bundles:
-            prepared = prepare_image(image, bundle.config["preprocessing"]).to(self.device)
+            prepared = prepare_image(image, bundle.config.preprocessing).to(self.device)
             for fold in bundle.folds:
                 with autocast:
                     total += classify_with_tta(fold.network, prepared, self.ops, head_sizes).cpu()

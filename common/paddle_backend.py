@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from eyegc.common.backend import EpochCallback
 from eyegc.common.bundle import CONFIG_NAME, read_config
+from eyegc.common.bundle_config import BundleConfig, FoldRecord, NetworkSpec
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
 from eyegc.common.postprocessing import postprocess
@@ -75,7 +76,7 @@ __all__ = [
     "train_paddle",
 ]
 
-#: ``config["network"]["name"]`` of a paddle bundle.
+#: :attr:`BundleConfig.network` name of a paddle bundle.
 PADDLE_NETWORK = "PaddleResNet"
 #: the ResNet depths ``paddle.vision.models`` offers here.
 PADDLE_DEPTHS: tuple[int, ...] = (18, 34, 50)
@@ -119,24 +120,24 @@ def _depth(kwargs: dict[str, Any]) -> int:
     return int(depth)
 
 
-def _head_sizes(config: dict[str, Any]) -> list[int]:
-    return [int(n) for n in config["head_classes"]]
+def _head_sizes(config: BundleConfig) -> list[int]:
+    return [int(n) for n in config.head_classes or ()]
 
 
-def build_paddle_network(config: dict[str, Any]) -> Any:
+def build_paddle_network(config: BundleConfig) -> Any:
     """The untrained ``paddle.nn.Layer`` a paddle bundle config describes, on paddle's current device.
 
     A ``paddle.vision.models.resnet{depth}`` with ``sum(head_classes)`` outputs; its first
-    convolution takes ``config["in_channels"]`` channels.
+    convolution takes ``config.in_channels`` channels.
     """
     paddle = require_paddle()
-    net = config["network"]
-    if net.get("name") != PADDLE_NETWORK:
-        raise BundleError(f"network {net.get('name')!r} is not a paddle network ({PADDLE_NETWORK})")
-    depth = _depth(dict(net.get("kwargs") or {}))
+    net = config.network
+    if net.name != PADDLE_NETWORK:
+        raise BundleError(f"network {net.name!r} is not a paddle network ({PADDLE_NETWORK})")
+    depth = _depth(dict(net.kwargs))
     builder = {18: paddle.vision.models.resnet18, 34: paddle.vision.models.resnet34, 50: paddle.vision.models.resnet50}
     model = builder[depth](pretrained=False, num_classes=sum(_head_sizes(config)))
-    in_channels = int(config["in_channels"])
+    in_channels = config.in_channels
     if in_channels != 3:
         model.conv1 = paddle.nn.Conv2D(in_channels, 64, kernel_size=7, stride=2, padding=3, bias_attr=False)
     return model
@@ -310,7 +311,7 @@ def _place(paddle: ModuleType, device: str) -> Any:
     return paddle.CPUPlace()
 
 
-def load_paddle_fold(config: dict[str, Any], weights: Path) -> PaddleNetwork:
+def load_paddle_fold(config: BundleConfig, weights: Path) -> PaddleNetwork:
     """One fold of a paddle bundle, on the CPU in eval mode, callable like a torch classifier.
 
     Raises:
@@ -327,7 +328,7 @@ def load_paddle_fold(config: dict[str, Any], weights: Path) -> PaddleNetwork:
         try:
             model = build_paddle_network(config)
         except EyegcError as exc:  # an edited bundle.json (an unknown argument, a depth paddle lacks): name it
-            raise BundleError(f"{weights.parent.parent / 'bundle.json'}: {exc}") from None
+            raise BundleError(f"{weights.parent.parent / CONFIG_NAME}: {exc}") from None
     _set_weights(model, state, weights)
     return PaddleNetwork(model)
 
@@ -402,7 +403,7 @@ def _validate(
     images: dict[str, np.ndarray],
     targets: dict[str, np.ndarray],
     ids: list[str],
-    config: dict[str, Any],
+    config: BundleConfig,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The leaderboard metric on the validation cases (no TTA), as the torch path's ``_validate_classification``."""
     model.eval()
@@ -411,36 +412,36 @@ def _validate(
         chunk = ids[start : start + 8]
         probs = _probabilities(paddle, model, np.stack([images[c] for c in chunk]), _head_sizes(config))
         probabilities.update(zip(chunk, probs, strict=True))
-    predictions = [postprocess(probabilities[c], plugin.kind, config["classes"], config["postprocessing"]) for c in ids]
+    predictions = [postprocess(probabilities[c], plugin.kind, config.classes, config.postprocessing) for c in ids]
     result = plugin.metric(
         plugin.name, predictions, [targets[c] for c in ids], ids, probabilities=[probabilities[c] for c in ids]
     )
     return float(result.leaderboard[plugin.metric.primary]), probabilities
 
 
-def _train_fold(paddle: ModuleType, job: FoldJob, data: dict[str, Any], fold: int) -> dict[str, Any]:
+def _train_fold(paddle: ModuleType, job: FoldJob, data: dict[str, Any], fold: int) -> FoldRecord:
     """One fold of ``job`` on ``data`` (:func:`_as_arrays`); returns its ``bundle.json`` record."""
     plugin, run, config, split, callbacks = job.plugin, job.run, job.config, job.splits[fold], job.callbacks
-    t = config["training"]
+    t = config.training
     fold_dir = run / f"fold_{fold}"
     fold_dir.mkdir(exist_ok=True)
     checkpoint_path = fold_dir / PADDLE_CHECKPOINT_NAME
     weights_path = fold_dir / PADDLE_WEIGHTS_NAME
     head_sizes = _head_sizes(config)
-    head_weights = [float(w) for w in t.get("class_weights") or [1.0] * len(head_sizes)]
-    ops = set().union(*config["allowed_tta"].values())
+    head_weights = [float(w) for w in t.class_weights or [1.0] * len(head_sizes)]
+    ops = set().union(*config.allowed_tta.values())
     images: dict[str, np.ndarray] = data["images"]
     labels: dict[str, np.ndarray] = data["labels"]
-    base_seed = int(t["seed"]) * 1000 + fold
-    epochs, batch_size, base_lr = int(t["epochs"]), int(t["batch_size"]), float(t["learning_rate"])
+    base_seed = t.seed * 1000 + fold
+    epochs, batch_size, base_lr = t.epochs, t.batch_size, t.learning_rate
     # Fresh parameter names per fold: the optimizer state is keyed by them, so resume finds its own.
     with paddle.utils.unique_name.guard():
         _seed(paddle, base_seed)
         model = build_paddle_network(config)
-        if t.get("pretrained") and not checkpoint_path.is_file():
-            _load_pretrained(model, Path(t["pretrained"]))
+        if t.pretrained and not checkpoint_path.is_file():
+            _load_pretrained(model, Path(t.pretrained))
         optimizer = paddle.optimizer.AdamW(learning_rate=base_lr, parameters=model.parameters(), weight_decay=1e-4)
-        log = FoldLog(fold, fold_dir, t["metric"], callbacks)
+        log = FoldLog(fold, fold_dir, t.metric, callbacks)
         start_epoch = 0
         if checkpoint_path.is_file():
             try:
@@ -481,7 +482,7 @@ def _train_fold(paddle: ModuleType, job: FoldJob, data: dict[str, Any], fold: in
     return log.finish(PADDLE_WEIGHTS_NAME, split["val"], out_of_fold)
 
 
-def _paddle_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+def _paddle_config(plugin: TaskPlugin, cfg: TrainConfig) -> BundleConfig:
     """The shared run config (same validation and defaults), with the paddle network."""
     if cfg.model not in (None, "ResNet", PADDLE_NETWORK):
         raise EyegcError(f"the paddle backend trains {PADDLE_NETWORK} only (--model {cfg.model} is a torch network)")
@@ -490,18 +491,18 @@ def _paddle_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
     except EyegcError as exc:
         raise EyegcError(f"--network-kwargs: {exc}") from None
     config = resolve_config(plugin, replace(cfg, model=None, network_kwargs=None))
-    config["backend"] = "paddle"
-    config["network"] = {"name": PADDLE_NETWORK, "kwargs": {"depth": depth}}
-    return config
+    return config.model_copy(
+        update={"backend": PADDLE_BACKEND.name, "network": NetworkSpec(name=PADDLE_NETWORK, kwargs={"depth": depth})}
+    )
 
 
-def _check_network(paddle: ModuleType, config: dict[str, Any], first: np.ndarray) -> None:
+def _check_network(paddle: ModuleType, config: BundleConfig, first: np.ndarray) -> None:
     """Build the network and run one image through it, so bad settings fail before any training."""
     try:
         with paddle.utils.unique_name.guard():
             model = build_paddle_network(config)
-            if config["training"].get("pretrained"):
-                _load_pretrained(model, Path(config["training"]["pretrained"]))
+            if config.training.pretrained:
+                _load_pretrained(model, Path(config.training.pretrained))
             model.eval()
             with paddle.no_grad():
                 model(paddle.to_tensor(np.zeros((1, *first.shape), dtype=np.float32)))
@@ -542,11 +543,11 @@ class PaddleBackend:
         require_paddle()
         paddle_device(cfg.device)
 
-    def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
-        """The shared run config with ``"backend": "paddle"`` and the ResNet's depth."""
+    def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> BundleConfig:
+        """The shared run config with this backend's name and the ResNet's depth."""
         return _paddle_config(plugin, cfg)
 
-    def check_network(self, config: dict[str, Any], data: TrainingData, device: str) -> None:
+    def check_network(self, config: BundleConfig, data: TrainingData, device: str) -> None:
         """Build the network and run the first training image through it."""
         paddle = require_paddle()
         first = np.ascontiguousarray(next(iter(data.images.values())).numpy(), dtype=np.float32)
@@ -563,7 +564,7 @@ class PaddleBackend:
                 info = _train_fold(paddle, job, arrays, fold)
                 job.finished(fold, info, time.perf_counter() - started)
 
-    def load_fold(self, config: dict[str, Any], weights: Path) -> PaddleNetwork:
+    def load_fold(self, config: BundleConfig, weights: Path) -> PaddleNetwork:
         """One fold of a paddle bundle (:func:`load_paddle_fold`)."""
         return load_paddle_fold(config, weights)
 
@@ -591,7 +592,7 @@ def train_paddle(
     """
     run = Path(run)
     if resume and (run / CONFIG_NAME).is_file():
-        trained_with = read_config(run).get("backend", "torch")
-        if trained_with != "paddle":
+        trained_with = read_config(run).backend
+        if trained_with != PADDLE_BACKEND.name:
             raise EyegcError(f"{run} was trained with the {trained_with} backend; resume it with that")
     return train(plugin, data_root, run, replace(cfg, backend="paddle"), resume=resume, callbacks=callbacks)

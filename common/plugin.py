@@ -298,8 +298,9 @@ class TaskPlugin(Protocol):
 class OwnPostprocessing(Protocol):
     """The optional hook of a :class:`TaskPlugin`: its own final step from probabilities to the
     prediction (GOALS layers: the anatomical layer order), used instead of thresholds and component
-    sizes by training's model selection, ``eyegc predict`` and the container alike."""
+    sizes by training's model selection, ``eyegc predict`` and the container alike. ``options`` is
+    the bundle's ``postprocessing.task_options``: the task's own settings, empty unless set."""
 
-    def postprocess(self, probabilities: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+    def postprocess(self, probabilities: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:
         """The prediction (``(1, H, W)`` class indices, or ``(classes, H, W)`` masks) of one case."""
         ...

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from eyegc.common.bundle_config import DEFAULT_THRESHOLD, Postprocessing
 from eyegc.common.plugin import OwnPostprocessing, TaskKind
 from scipy import ndimage
 
 __all__ = [
-    "DEFAULT_POSTPROCESSING",
     "DEFAULT_THRESHOLD",
     "binarize",
     "plugin_postprocess",
@@ -18,9 +18,6 @@ __all__ = [
     "remove_small_components",
 ]
 
-#: The threshold of a class or binary head until tuning finds a better one.
-DEFAULT_THRESHOLD = 0.5
-DEFAULT_POSTPROCESSING: dict[str, Any] = {"threshold": DEFAULT_THRESHOLD, "min_component_size": 0}
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -44,15 +41,15 @@ def binarize(probabilities: np.ndarray, thresholds: Sequence[float], min_sizes: 
 
 
 def postprocess(
-    probabilities: np.ndarray, kind: TaskKind, classes: Sequence[str], settings: Mapping[str, Any]
+    probabilities: np.ndarray, kind: TaskKind, classes: Sequence[str], settings: Postprocessing
 ) -> np.ndarray:
-    """Apply a bundle's postprocessing settings (``{"thresholds": {cls: t}, "min_component_size": {cls: n}}``).
+    """Apply a bundle's postprocessing settings (per-class thresholds and minimum component sizes).
 
     Classification: ``probabilities`` are ``(heads, max_num_classes)``; a head with a threshold
     (binary heads) predicts 1 when its class-1 probability reaches it, other heads take the argmax.
     """
     if kind == TaskKind.CLASSIFICATION:
-        thresholds = settings.get("thresholds", {})
+        thresholds = settings.thresholds
         grades = np.argmax(probabilities, axis=1).astype(np.int64)
         for h, key in enumerate(classes):
             if key in thresholds:
@@ -60,17 +57,16 @@ def postprocess(
         return grades
     if kind == TaskKind.MULTICLASS_SEGMENTATION:
         return np.argmax(probabilities, axis=0).astype(np.uint8)
-    thresholds = [float(settings.get("thresholds", {}).get(c, DEFAULT_POSTPROCESSING["threshold"])) for c in classes]
-    sizes = [int(settings.get("min_component_size", {}).get(c, 0)) for c in classes]
-    return binarize(probabilities, thresholds, sizes)
+    return binarize(probabilities, [settings.threshold(c) for c in classes], [settings.min_size(c) for c in classes])
 
 
-def plugin_postprocess(plugin: Any, probabilities: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
-    """The task's own ``postprocess(probabilities, settings)`` if it has one (GOALS layer order), else the shared one.
+def plugin_postprocess(plugin: Any, probabilities: np.ndarray, settings: Postprocessing) -> np.ndarray:
+    """The task's own ``postprocess(probabilities, settings.task_options)`` if it has one (GOALS layer
+    order), else the shared one.
 
     Training's model selection, ``eyegc predict`` and the container all go through here, so
     they apply the same final step.
     """
     if isinstance(plugin, OwnPostprocessing):
-        return plugin.postprocess(probabilities, settings)
+        return plugin.postprocess(probabilities, settings.task_options)
     return postprocess(probabilities, plugin.kind, [c.key for c in plugin.classes], settings)

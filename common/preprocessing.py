@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from eyegc.common.bundle_config import Preprocessing
 from eyegc.common.errors import EyegcError
 from eyegc.common.registry import look_up_option
+from pydantic import ValidationError
 
 __all__ = [
     "CLAHE_SPACES",
@@ -86,8 +88,19 @@ def apply_clahe(
     return np.stack([exposure.equalize_adapthist(c, kernel_size, clip_limit) for c in values]).astype(np.float32)
 
 
-def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.Tensor:
+def _settings(preprocessing: Preprocessing | Mapping[str, Any]) -> Preprocessing:
+    """A mapping's keys checked as a bundle's would be (a :class:`Preprocessing` passes through)."""
+    try:
+        return Preprocessing.model_validate(preprocessing)
+    except ValidationError as error:
+        raise EyegcError(f"preprocessing settings: {error.errors()[0]['msg']} ({error.errors()[0]['loc']})") from None
+
+
+def prepare_image(image: np.ndarray, preprocessing: Preprocessing | Mapping[str, Any]) -> torch.Tensor:
     """``(C, H, W)`` stored image -> float32 network input at the working resolution.
+
+    ``preprocessing`` is a bundle's :class:`~eyegc.common.bundle_config.Preprocessing` (or its keys
+    as a mapping, unset ones at their defaults).
 
     Integer images are scaled by their dtype's maximum; ``input_size`` ``[H, W]`` (classification)
     resizes to that size, else ``working_scale`` scales both sides; ``normalize`` ``"zscore"`` then
@@ -97,11 +110,12 @@ def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.
     with the statistics inside it and sets everything outside to 0, so the black border neither
     skews the normalisation nor carries signal.
     """
+    settings = _settings(preprocessing)
     tensor = torch.from_numpy(np.ascontiguousarray(image)).float()
     if np.issubdtype(image.dtype, np.integer):
         tensor /= float(np.iinfo(image.dtype).max)
-    scale = float(preprocessing.get("working_scale", 1.0))
-    input_size = preprocessing.get("input_size")
+    scale = settings.working_scale
+    input_size = settings.input_size
     if input_size:  # classification: every image to one fixed size, whatever it was stored at
         size = (int(input_size[0]), int(input_size[1]))
         if size != tuple(image.shape[-2:]):
@@ -111,15 +125,15 @@ def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.
         size = working_shape(image.shape[-2:], scale)
         tensor = F.interpolate(tensor[None], size=size, mode="bilinear", antialias=scale < 1, align_corners=False)[0]
     fov = None
-    if preprocessing.get("fov_mask"):
+    if settings.fov_mask:
         fov = torch.from_numpy(estimate_fov(tensor.numpy()))
-    clahe = preprocessing.get("clahe")
+    clahe = settings.clahe
     if clahe:
         if not np.issubdtype(image.dtype, np.integer):  # CLAHE needs [0, 1]: stretch float images first
             low = tensor.amin(dim=(-2, -1), keepdim=True)
             tensor = (tensor - low) / (tensor.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-12)
         tensor = torch.from_numpy(apply_clahe(tensor.numpy(), **clahe))
-    normalize = look_up_option(preprocessing.get("normalize", "zscore"), NORMALIZATIONS, what="normalization")
+    normalize = look_up_option(settings.normalize, NORMALIZATIONS, what="normalization")
     if normalize == "zscore":
         inside = tensor[:, fov] if fov is not None and bool(fov.any()) else tensor.flatten(1)
         mean = inside.mean(dim=1)[:, None, None]
@@ -130,7 +144,9 @@ def prepare_image(image: np.ndarray, preprocessing: Mapping[str, Any]) -> torch.
     return tensor.contiguous()
 
 
-def prepare_target(target: np.ndarray, preprocessing: Mapping[str, Any], categorical: bool = False) -> torch.Tensor:
+def prepare_target(
+    target: np.ndarray, preprocessing: Preprocessing | Mapping[str, Any], categorical: bool = False
+) -> torch.Tensor:
     """Ground truth -> float32 training targets at the working resolution.
 
     Multi-label ``(C, H, W)`` 0/1 masks keep the covered fraction of each pixel when downscaled
@@ -139,7 +155,7 @@ def prepare_target(target: np.ndarray, preprocessing: Mapping[str, Any], categor
     classes (between 0 and 3 lies 2).
     """
     tensor = torch.from_numpy(np.ascontiguousarray(target)).float()
-    scale = float(preprocessing.get("working_scale", 1.0))
+    scale = _settings(preprocessing).working_scale
     if scale != 1.0:
         size = working_shape(target.shape[-2:], scale)
         mode = "area" if scale < 1 and not categorical else "nearest"

@@ -15,15 +15,16 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from eyegc.common.backend import EpochCallback
+from eyegc.common.backend import EpochCallback, FoldFinished
 from eyegc.common.bundle import CONFIG_NAME, WEIGHTS_NAME, build_from_config
+from eyegc.common.bundle_config import BundleConfig, FoldRecord, Postprocessing
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.inference import predict_with_tta, resolve_device
 from eyegc.common.losses import build_loss
@@ -177,7 +178,7 @@ def _validate(
     network: torch.nn.Module,
     data: TrainingData,
     ids: list[str],
-    config: dict[str, Any],
+    config: BundleConfig,
     device: torch.device,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """The leaderboard metric on the validation cases at the original size (threshold 0.5, no TTA)."""
@@ -188,11 +189,11 @@ def _validate(
     with torch.no_grad():
         for case_id in ids:
             probs = predict_with_tta(
-                network, data.images[case_id].to(device), ("identity",), int(config["patch_size"]), plugin.kind
+                network, data.images[case_id].to(device), ("identity",), config.patch_size, plugin.kind
             )
             full = resize_probabilities(probs.float().cpu(), data.targets[case_id].shape[-2:]).numpy()
             probabilities[case_id] = full.astype(np.float16)
-            predictions.append(plugin_postprocess(plugin, full, {}))
+            predictions.append(plugin_postprocess(plugin, full, Postprocessing()))
     targets = [data.targets[c] for c in ids]
     rois = [data.rois.get(c) for c in ids]
     result = plugin.metric(
@@ -206,7 +207,7 @@ def _validate_classification(
     network: torch.nn.Module,
     data: TrainingData,
     ids: list[str],
-    config: dict[str, Any],
+    config: BundleConfig,
     device: torch.device,
 ) -> tuple[float, dict[str, np.ndarray]]:
     probabilities: dict[str, np.ndarray] = {}
@@ -214,31 +215,31 @@ def _validate_classification(
         for start in range(0, len(ids), 8):
             chunk = ids[start : start + 8]
             batch = torch.stack([data.images[c] for c in chunk]).to(device)
-            probs = _classify_batch(network, batch, config["head_classes"]).cpu().numpy()
+            probs = _classify_batch(network, batch, config.head_classes).cpu().numpy()
             probabilities.update(zip(chunk, probs, strict=True))
-    predictions = [postprocess(probabilities[c], plugin.kind, config["classes"], config["postprocessing"]) for c in ids]
+    predictions = [postprocess(probabilities[c], plugin.kind, config.classes, config.postprocessing) for c in ids]
     targets = [data.targets[c] for c in ids]
     result = plugin.metric(plugin.name, predictions, targets, ids, probabilities=[probabilities[c] for c in ids])
     return float(result.leaderboard[plugin.metric.primary]), probabilities
 
 
 def _fold_dataset(
-    plugin: TaskPlugin, config: dict[str, Any], data: TrainingData, split: dict[str, list[str]]
+    plugin: TaskPlugin, config: BundleConfig, data: TrainingData, split: dict[str, list[str]]
 ) -> tuple[Dataset, Compose, int]:
     """The fold's training cases with their augmentation; also how many patches each image gives a step."""
-    t = config["training"]
+    t = config.training
     classification = plugin.kind == TaskKind.CLASSIFICATION
     with_roi = bool(data.roi_tensors)
-    patch = int(config["patch_size"])
+    patch = config.patch_size
     transforms = _augmentation(
         patch,
-        set().union(*config["allowed_tta"].values()),
-        int(t["patches_per_image"]),
-        len(config["classes"]) + (plugin.kind == TaskKind.MULTILABEL_SEGMENTATION),
+        set().union(*config.allowed_tta.values()),
+        t.patches_per_image,
+        len(config.classes) + (plugin.kind == TaskKind.MULTILABEL_SEGMENTATION),
         plugin.kind == TaskKind.MULTICLASS_SEGMENTATION,
         roi=with_roi,
         classification=classification,
-        elastic_probability=float(t.get("elastic_probability", 0.15)),
+        elastic_probability=t.elastic_probability,
     )
     items = []
     for c in split["train"]:
@@ -248,7 +249,7 @@ def _fold_dataset(
         if with_roi:
             item["roi"] = data.roi_tensors[c]
         items.append(item)
-    per_image = int(t["patches_per_image"]) if patch and not classification else 1
+    per_image = t.patches_per_image if patch and not classification else 1
     return Dataset(items, transform=transforms), transforms, per_image
 
 
@@ -286,29 +287,29 @@ def _train_epoch(
 def _train_fold(
     plugin: TaskPlugin,
     run: Path,
-    config: dict[str, Any],
+    config: BundleConfig,
     data: TrainingData,
     split: dict[str, list[str]],
     fold: int,
     device: torch.device,
     callbacks: Sequence[EpochCallback],
     position: int | None = None,
-) -> dict[str, Any]:
-    t = config["training"]
+) -> FoldRecord:
+    t = config.training
     fold_dir = run / f"fold_{fold}"
     fold_dir.mkdir(exist_ok=True)
     checkpoint_path = fold_dir / CHECKPOINT_NAME
-    base_seed = int(t["seed"]) * 1000 + fold
+    base_seed = t.seed * 1000 + fold
     _seed_everything(base_seed)
     network = build_from_config(config)
-    if t.get("pretrained") and not checkpoint_path.is_file():
-        load_pretrained(network, Path(t["pretrained"]))
+    if t.pretrained and not checkpoint_path.is_file():
+        load_pretrained(network, Path(t.pretrained))
     network.to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=float(t["learning_rate"]), weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=int(t["epochs"]), power=0.9)
-    loss_fn = build_loss(t["loss"], plugin.kind, t.get("class_weights"), config.get("head_classes"))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=t.learning_rate, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=t.epochs, power=0.9)
+    loss_fn = build_loss(t.loss, plugin.kind, t.class_weights, config.head_classes)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    log = FoldLog(fold, fold_dir, t["metric"], callbacks)
+    log = FoldLog(fold, fold_dir, t.metric, callbacks)
     start_epoch = 0
     if checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -319,8 +320,8 @@ def _train_fold(
             scaler.load_state_dict(state["scaler"])
         start_epoch = log.restore(state)
     dataset, transforms, per_image = _fold_dataset(plugin, config, data, split)
-    epochs, batch_size = int(t["epochs"]), int(t["batch_size"])
-    validate_every = max(1, int(t.get("validate_every", 1)))
+    epochs, batch_size = t.epochs, t.batch_size
+    validate_every = max(1, t.validate_every)
     progress = log.progress(start_epoch, epochs, position)
     # MONAI metadata tracking costs about a third of the augmentation time and nothing here reads it.
     tracking = get_track_meta()
@@ -366,14 +367,14 @@ def _die_with_parent() -> None:
 def _fold_job(
     plugin: TaskPlugin,
     run: Path,
-    config: dict[str, Any],
+    config: BundleConfig,
     data: dict[str, Any],
     split: dict[str, list[str]],
     fold: int,
     device: torch.device,
     threads: int,
     position: int,
-) -> dict[str, Any]:
+) -> FoldRecord:
     """One fold in a worker process (:func:`_train_folds_in_parallel`); ``data`` is :func:`_data_as_arrays`."""
     torch.set_num_threads(threads)
     return _train_fold(plugin, run, config, _data_from_arrays(data), split, fold, device, (), position=position)
@@ -398,13 +399,13 @@ def _data_from_arrays(state: dict[str, Any]) -> TrainingData:
 def _train_folds_in_parallel(
     plugin: TaskPlugin,
     run: Path,
-    config: dict[str, Any],
+    config: BundleConfig,
     data: TrainingData,
     splits: list[dict[str, list[str]]],
     folds: list[int],
     device: torch.device,
     jobs: int,
-    finished: Callable[[int, dict[str, Any], float], None],
+    finished: FoldFinished,
 ) -> None:
     """Train ``folds`` in rounds of ``jobs``, each fold in a spawned process; ``finished`` records each as it ends.
 
@@ -425,7 +426,7 @@ def _train_folds_in_parallel(
             for first in range(0, len(folds), jobs):
                 batch = folds[first : first + jobs]
                 threads = max(1, total_threads // len(batch))
-                running: dict[Future[dict[str, Any]], tuple[int, float]] = {
+                running: dict[Future[FoldRecord], tuple[int, float]] = {
                     pool.submit(_fold_job, plugin, run, config, arrays, splits[fold], fold, device, threads, slot): (
                         fold,
                         time.perf_counter(),
@@ -458,21 +459,21 @@ def _train_folds_in_parallel(
             raise
 
 
-def _check_network(config: dict[str, Any], data: TrainingData) -> None:
+def _check_network(config: BundleConfig, data: TrainingData) -> None:
     """Build the network and run one patch through it, so bad settings fail before any training."""
     network = build_from_config(config)
-    pretrained = config["training"].get("pretrained")
+    pretrained = config.training.pretrained
     if pretrained:
         load_pretrained(network, Path(pretrained))
     first = next(iter(data.images.values()))
-    size = int(config["patch_size"]) or None
+    size = config.patch_size or None
     shape = (size, size) if size else tuple(first.shape[-2:])
     try:
         with torch.no_grad():
             network.eval()(torch.zeros(1, first.shape[0], *shape))
     except Exception as exc:
         raise EyegcError(
-            f"network {config['network']['name']} cannot take a {shape[1]}x{shape[0]} input ({str(exc)[:120]}); "
+            f"network {config.network.name} cannot take a {shape[1]}x{shape[0]} input ({str(exc)[:120]}); "
             "use a --patch-size (or, with --patch-size 0, a --working-scale) whose size is divisible by "
             "2 to the number of network strides, e.g. 128 or 256"
         ) from None
@@ -489,11 +490,11 @@ class TorchBackend:
         """Settings this backend cannot use, before anything is read: here an unusable ``--device``."""
         resolve_device(cfg.device)
 
-    def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+    def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> BundleConfig:
         """A new run's ``bundle.json`` (the shared resolution of ``cfg`` against the task's defaults)."""
         return resolve_config(plugin, cfg)
 
-    def check_network(self, config: dict[str, Any], data: TrainingData, device: str) -> None:
+    def check_network(self, config: BundleConfig, data: TrainingData, device: str) -> None:
         """Build the network and run one input through it, so bad settings fail before any training."""
         _check_network(config, data)
 
@@ -511,7 +512,7 @@ class TorchBackend:
             info = _train_fold(job.plugin, job.run, job.config, job.data, job.splits[fold], fold, device, job.callbacks)
             job.finished(fold, info, time.perf_counter() - started)
 
-    def load_fold(self, config: dict[str, Any], weights: Path) -> nn.Module:
+    def load_fold(self, config: BundleConfig, weights: Path) -> nn.Module:
         """One trained fold on the CPU in eval mode.
 
         Raises:

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from eyegc.common.backend import EpochCallback, FoldFinished, FoldJob, TrainConfig, TrainingBackend, TrainingData
 from eyegc.common.bundle import (
-    BUNDLE_FORMAT,
     CONFIG_NAME,
     SPLITS_NAME,
     cases_fingerprint,
@@ -36,6 +35,15 @@ from eyegc.common.bundle import (
     save_signed_config,
     write_checksums,
 )
+from eyegc.common.bundle_config import (
+    DEFAULT_THRESHOLD,
+    BundleConfig,
+    FoldRecord,
+    NetworkSpec,
+    Postprocessing,
+    Preprocessing,
+    TrainingSettings,
+)
 from eyegc.common.datafiles import check_training_classes
 from eyegc.common.errors import EyegcError
 from eyegc.common.losses import build_loss
@@ -43,7 +51,6 @@ from eyegc.common.networks import CLASSIFIERS, NETWORKS, check_network_kwargs
 from eyegc.common.options import TRAIN_OPTIONS, check_options
 from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
-from eyegc.common.postprocessing import DEFAULT_THRESHOLD
 from eyegc.common.preprocessing import CLAHE_SPACES, prepare_image, prepare_target
 from eyegc.common.registry import available_backends, get_backend, look_up_option
 from eyegc.common.tuning import tune
@@ -121,29 +128,27 @@ def _resolve_clahe(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any] | Non
     return clahe
 
 
-def _resolve_preprocessing(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
+def _resolve_preprocessing(plugin: TaskPlugin, cfg: TrainConfig) -> Preprocessing:
     """The task's preprocessing with the user's working scale, CLAHE and field-of-view choices on top."""
     d = plugin.defaults
-    preprocessing: dict[str, Any] = {
-        "working_scale": _or_default(cfg.working_scale, d.working_scale),
-        "normalize": d.normalize,
-        "clahe": _resolve_clahe(plugin, cfg),
-        "fov_mask": bool(d.fov_mask if cfg.fov_mask is None else cfg.fov_mask),
-    }
-    if preprocessing["fov_mask"] and plugin.in_channels != 3:
+    preprocessing = Preprocessing(
+        working_scale=_or_default(cfg.working_scale, d.working_scale),
+        normalize=d.normalize,
+        clahe=_resolve_clahe(plugin, cfg),
+        fov_mask=bool(d.fov_mask if cfg.fov_mask is None else cfg.fov_mask),
+    )
+    if preprocessing.fov_mask and plugin.in_channels != 3:
         raise EyegcError(f"--fov-mask needs RGB fundus input; {plugin.name} feeds {plugin.in_channels} channel(s)")
-    preprocessing.update(cfg.extra.get("preprocessing", {}))
+    if plugin.kind == TaskKind.CLASSIFICATION:
+        size = _or_default(cfg.extra.get("input_size"), d.input_size)
+        if not size:
+            raise EyegcError(f"{plugin.name}: a classification task needs an input size (ModelDefaults.input_size)")
+        preprocessing.input_size = (int(size[0]), int(size[1]))
     return preprocessing
 
 
-def resolve_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
-    """A new run's ``bundle.json``: ``cfg`` checked and resolved against the task's defaults.
-
-    Raises:
-        EyegcError: a setting out of range, an unknown network, loss or argument, or one that does
-            not fit the task.
-    """
-    check_train_config(cfg)
+def _resolve_network(plugin: TaskPlugin, cfg: TrainConfig) -> NetworkSpec:
+    """The network by name (it must fit the task's kind) and its checked arguments."""
     d = plugin.defaults
     classification = plugin.kind == TaskKind.CLASSIFICATION
     network = _or_default(cfg.model, d.network)
@@ -157,63 +162,69 @@ def resolve_config(plugin: TaskPlugin, cfg: TrainConfig) -> dict[str, Any]:
         check_network_kwargs(network, kwargs)  # by name now; bad values fail when the network is first built
     except EyegcError as exc:
         raise EyegcError(f"--network-kwargs: {exc}") from None
+    return NetworkSpec(name=network, kwargs=kwargs)
+
+
+def _resolve_training(plugin: TaskPlugin, cfg: TrainConfig, head_classes: list[int] | None) -> TrainingSettings:
+    """The fold loop's settings; the loss and class weights are checked against the task."""
+    d = plugin.defaults
     loss = _or_default(cfg.loss, d.loss)
-    head_classes = [int(c.num_classes or 0) for c in plugin.classes] if classification else None
     build_loss(loss, plugin.kind, cfg.class_weights, head_classes)  # validates the name and weights early
     if cfg.class_weights and len(cfg.class_weights) != len(plugin.classes):
-        what = "heads" if classification else "classes"
+        what = "heads" if head_classes is not None else "classes"
         raise EyegcError(
             f"--class-weights needs {len(plugin.classes)} values, one per {what[:-2]} "
             f"({', '.join(c.key for c in plugin.classes)})"
         )
+    return TrainingSettings(
+        folds=_or_default(cfg.folds, d.folds),
+        epochs=_or_default(cfg.epochs, d.epochs),
+        batch_size=_or_default(cfg.batch_size, d.batch_size),
+        learning_rate=_or_default(cfg.learning_rate, d.learning_rate),
+        loss=loss,
+        class_weights=cfg.class_weights,
+        patches_per_image=_or_default(cfg.patches_per_image, d.patches_per_image),
+        elastic_probability=float(d.elastic_probability),
+        validate_every=int(_or_default(cfg.validate_every, d.validate_every)),
+        seed=cfg.seed,
+        pretrained=cfg.pretrained,
+        metric=plugin.metric.primary,
+        allow_missing_class=bool(cfg.allow_missing_class),
+    )
+
+
+def resolve_config(plugin: TaskPlugin, cfg: TrainConfig) -> BundleConfig:
+    """A new run's ``bundle.json``: ``cfg`` checked and resolved against the task's defaults.
+
+    Raises:
+        EyegcError: a setting out of range, an unknown network, loss or argument, or one that does
+            not fit the task.
+    """
+    check_train_config(cfg)
+    classification = plugin.kind == TaskKind.CLASSIFICATION
+    network = _resolve_network(plugin, cfg)
+    head_classes = [int(c.num_classes or 0) for c in plugin.classes] if classification else None
+    training = _resolve_training(plugin, cfg, head_classes)
     preprocessing = _resolve_preprocessing(plugin, cfg)
     thresholds = {c.key: DEFAULT_THRESHOLD for c in plugin.classes if not classification or c.num_classes == 2}
-    config: dict[str, Any] = {
-        "format": BUNDLE_FORMAT,
-        "task": plugin.name,
-        "eyegc_version": eyegc_version(),
-        "kind": plugin.kind.value,
-        "classes": [c.key for c in plugin.classes],
-        "in_channels": plugin.in_channels,
-        "network": {"name": network, "kwargs": kwargs},
-        "preprocessing": preprocessing,
-        "patch_size": _or_default(cfg.patch_size, d.patch_size),
-        "allowed_tta": {k: list(v) for k, v in plugin.allowed_tta.items()},
-        "training": {
-            "folds": _or_default(cfg.folds, d.folds),
-            "epochs": _or_default(cfg.epochs, d.epochs),
-            "batch_size": _or_default(cfg.batch_size, d.batch_size),
-            "learning_rate": _or_default(cfg.learning_rate, d.learning_rate),
-            "loss": loss,
-            "class_weights": cfg.class_weights,
-            "patches_per_image": _or_default(cfg.patches_per_image, d.patches_per_image),
-            "elastic_probability": float(d.elastic_probability),
-            "validate_every": int(_or_default(cfg.validate_every, d.validate_every)),
-            "seed": cfg.seed,
-            "pretrained": cfg.pretrained,
-            "metric": plugin.metric.primary,
-            "allow_missing_class": bool(cfg.allow_missing_class),
-        },
-        "postprocessing": {
-            "thresholds": thresholds,
-            "min_component_size": {c.key: 0 for c in plugin.classes},
-            "tuned": False,
-        },
-        "folds": {},
-        "cross_validation": None,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if classification:
-        config["head_classes"] = head_classes
-        config["patch_size"] = 0
-        size = _or_default(cfg.extra.get("input_size"), d.input_size)
-        if not size:
-            raise EyegcError(f"{plugin.name}: a classification task needs an input size (ModelDefaults.input_size)")
-        config["preprocessing"]["input_size"] = [int(size[0]), int(size[1])]
-    return config
+    return BundleConfig(
+        task=plugin.name,
+        eyegc_version=eyegc_version(),
+        kind=plugin.kind,
+        classes=[c.key for c in plugin.classes],
+        in_channels=plugin.in_channels,
+        network=network,
+        preprocessing=preprocessing,
+        patch_size=0 if classification else _or_default(cfg.patch_size, plugin.defaults.patch_size),
+        head_classes=head_classes,
+        allowed_tta={k: list(v) for k, v in plugin.allowed_tta.items()},
+        training=training,
+        postprocessing=Postprocessing(thresholds=thresholds, min_component_size={c.key: 0 for c in plugin.classes}),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
-def load_training_data(plugin: TaskPlugin, cases: list[Case], preprocessing: dict[str, Any]) -> TrainingData:
+def load_training_data(plugin: TaskPlugin, cases: list[Case], preprocessing: Preprocessing) -> TrainingData:
     """Read and prepare every training case once (images at the working size, labels, ROIs).
 
     Raises:
@@ -336,29 +347,27 @@ class FoldLog:
         for callback in self.callbacks:
             callback(self.fold, self.epochs_done, self.history)
 
-    def finish(
-        self, weights_name: str, validation_cases: list[str], out_of_fold: dict[str, np.ndarray]
-    ) -> dict[str, Any]:
+    def finish(self, weights_name: str, validation_cases: list[str], out_of_fold: dict[str, np.ndarray]) -> FoldRecord:
         """Draw the training curve and keep the best epoch's out-of-fold probabilities (for tuning; a
         resumed run recomputes them too); the fold's record for ``bundle.json``."""
         plot_curve(self.history, self.metric, self.fold_dir / "training_curve.png")
         save_oof(self.fold_dir.parent, out_of_fold)
-        return {
-            "best_epoch": self.best["epoch"],
-            "best_score": self.best["score"],
-            "epochs_done": self.epochs_done,
-            "weights": f"fold_{self.fold}/{weights_name}",
-            "validation_cases": validation_cases,
-        }
+        return FoldRecord(
+            best_epoch=self.best["epoch"],
+            best_score=self.best["score"],
+            epochs_done=self.epochs_done,
+            weights=f"fold_{self.fold}/{weights_name}",
+            validation_cases=validation_cases,
+        )
 
 
 def _prepare_run(
     plugin: TaskPlugin, run: Path, cfg: TrainConfig, resume: bool, backend: TrainingBackend
-) -> dict[str, Any]:
+) -> BundleConfig:
     if resume:
         config = read_config(run)
-        if config["task"] != plugin.name:
-            raise EyegcError(f"{run} holds a {config['task']} run; cannot resume it as {plugin.name}")
+        if config.task != plugin.name:
+            raise EyegcError(f"{run} holds a {config.task} run; cannot resume it as {plugin.name}")
         check_input_channels(config, plugin, run)
         return config
     if run.exists() and any(run.iterdir()):
@@ -399,7 +408,7 @@ def train(
         raise EyegcError("epoch callbacks run in the training process: train with jobs=1 to use them")
     name = cfg.backend
     if resume and (run / CONFIG_NAME).is_file():
-        name = str(read_config(run).get("backend", "torch"))
+        name = read_config(run).backend
     backend = get_backend(name)
     backend.check_settings(plugin, cfg)
     config = _prepare_run(plugin, run, cfg, resume, backend)
@@ -413,15 +422,14 @@ def train(
 
 
 def _folds_to_train(
-    run: Path, case_ids: Sequence[str], config: dict[str, Any], fold: str, data_root: Path
+    run: Path, case_ids: Sequence[str], config: BundleConfig, fold: str, data_root: Path
 ) -> tuple[list[dict[str, list[str]]], list[int]]:
     """The run's split (saved, or made now) and the folds ``fold`` asks for."""
-    t = config["training"]
     splits_path = run / SPLITS_NAME
     if splits_path.is_file():
         splits = json.loads(splits_path.read_text())
     else:
-        splits = make_splits(case_ids, int(t["folds"]), int(t["seed"]))
+        splits = make_splits(case_ids, config.training.folds, config.training.seed)
     missing = sorted({c for s in splits for c in s["train"] + s["val"]} - set(case_ids))
     if missing:
         raise EyegcError(f"the saved split names cases absent from {data_root}: {', '.join(missing[:5])}")
@@ -437,39 +445,38 @@ def _run(
     data_root: Path,
     run: Path,
     cfg: TrainConfig,
-    config: dict[str, Any],
+    config: BundleConfig,
     backend: TrainingBackend,
     callbacks: Sequence[EpochCallback],
 ) -> Path:
-    t = config["training"]
-    allow_missing_class = bool(t.get("allow_missing_class", False))
+    t = config.training
+    allow_missing_class = t.allow_missing_class
     cases = plugin.list_cases(data_root, "train", allow_missing_class=allow_missing_class)
     splits, todo = _folds_to_train(run, [c.case_id for c in cases], config, cfg.fold, data_root)
     fingerprint = cases_fingerprint(cases, data_root)
     check_same_data(config, fingerprint, data_root, "resume")
-    data = load_training_data(plugin, cases, config["preprocessing"])
+    data = load_training_data(plugin, cases, config.preprocessing)
     absent = check_training_classes(plugin, data.targets.values(), data_root, allow_missing_class)
     if absent:
-        t["classes_without_ground_truth"] = absent
+        t.classes_without_ground_truth = absent
         note = f"note: training without ground truth for class(es) {', '.join(absent)} (--allow-missing-class)"
         tqdm.write(note, file=sys.stderr)
     backend.check_network(config, data, cfg.device)
     run.mkdir(parents=True, exist_ok=True)
     if not (run / SPLITS_NAME).is_file():
         (run / SPLITS_NAME).write_text(json.dumps(splits, indent=1) + "\n")
-    config["data_fingerprint"] = fingerprint
-    config["training"]["data_root"] = str(data_root.resolve())
+    config.data_fingerprint = fingerprint
+    t.data_root = str(data_root.resolve())
     save_config_keeping_signature(run, config)
-    todo = [f for f in todo if int((config["folds"].get(str(f)) or {}).get("epochs_done", 0)) < int(t["epochs"])]
+    todo = [f for f in todo if f not in config.folds or config.folds[f].epochs_done < t.epochs]
 
-    def finished(fold: int, info: dict[str, Any], seconds: float) -> None:
-        config["folds"][str(fold)] = {**info, "seconds": round(seconds, 1)}
-        config["folds"] = dict(sorted(config["folds"].items(), key=lambda item: int(item[0])))
-        save_signed_config(run, config, fresh=[info["weights"]])
+    def finished(fold: int, record: FoldRecord, seconds: float) -> None:
+        config.record_fold(fold, record.model_copy(update={"seconds": round(seconds, 1)}))
+        save_signed_config(run, config, fresh=[record.weights])
 
     backend.train_folds(FoldJob(plugin, run, config, data, splits, todo, cfg, callbacks, finished))
     tunable = plugin.kind in (TaskKind.MULTILABEL_SEGMENTATION, TaskKind.CLASSIFICATION)
-    if len(config["folds"]) == len(splits) and cfg.tune and tunable:
+    if len(config.folds) == len(splits) and cfg.tune and tunable:
         tune(plugin, run, data_root)
     else:
         write_checksums(run)

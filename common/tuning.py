@@ -22,9 +22,10 @@ from eyegc.common.bundle import (
     save_signed_config,
     verify_checksums,
 )
+from eyegc.common.bundle_config import DEFAULT_THRESHOLD, CrossValidation, Postprocessing
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
-from eyegc.common.postprocessing import DEFAULT_THRESHOLD, EIGHT_CONNECTED, postprocess
+from eyegc.common.postprocessing import EIGHT_CONNECTED, postprocess
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -196,7 +197,7 @@ def _inside(arrays: Sequence[np.ndarray], rois: Sequence[np.ndarray | None]) -> 
     return [a if roi is None else a * roi.astype(a.dtype) for a, roi in zip(arrays, rois, strict=True)]
 
 
-def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: Any) -> dict[str, Any]:
+def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: Any) -> Postprocessing:
     """Tune a finished run's postprocessing on its out-of-fold predictions and store it in the bundle.
 
     Also records the cross-validation scores before and after tuning in ``bundle.json``.
@@ -207,16 +208,16 @@ def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: A
     run = Path(run)
     verify_checksums(run)  # never re-sign a bundle whose files were changed
     config = read_config(run)
-    if config.get("task") != plugin.name:
-        raise BundleError(f"{run} was trained for {config.get('task')!r}, not {plugin.name!r}")
-    root = Path(data_root or config["training"].get("data_root", ""))
-    allow_missing_class = bool(config["training"].get("allow_missing_class", False))
-    ids, probs, targets, rois = load_oof(plugin, run, root, allow_missing_class)
+    if config.task != plugin.name:
+        raise BundleError(f"{run} was trained for {config.task!r}, not {plugin.name!r}")
+    root = Path(data_root or config.training.data_root or "")
+    ids, probs, targets, rois = load_oof(plugin, run, root, config.training.allow_missing_class)
     if plugin.kind == TaskKind.CLASSIFICATION:
-        settings = tune_binary_heads(plugin, probs, targets)
+        chosen = tune_binary_heads(plugin, probs, targets)
     else:
-        settings = tune_postprocessing(plugin, _inside(probs, rois), _inside(targets, rois), **grid)
-    classes = config["classes"]
+        chosen = tune_postprocessing(plugin, _inside(probs, rois), _inside(targets, rois), **grid)
+    settings = Postprocessing.model_validate(chosen)
+    classes = config.classes
     default, tuned = (
         plugin.metric(
             plugin.name,
@@ -226,13 +227,11 @@ def tune(plugin: TaskPlugin, run: Path, data_root: Path | None = None, **grid: A
             probabilities=probs,
             rois=rois,
         )
-        for chosen in ({}, settings)
+        for chosen in (Postprocessing(), settings)
     )
-    config["postprocessing"] = settings
-    config["cross_validation"] = {
-        "cases": len(ids),
-        "default_postprocessing": default.to_json_dict(),
-        "tuned_postprocessing": tuned.to_json_dict(),
-    }
+    config.postprocessing = settings
+    config.cross_validation = CrossValidation(
+        cases=len(ids), default_postprocessing=default.to_json_dict(), tuned_postprocessing=tuned.to_json_dict()
+    )
     save_signed_config(run, config)
     return settings

@@ -212,7 +212,7 @@ class TaskPluginContract:
         bundle = load_bundle(run, task=plugin.name)
         assert len(bundle.folds) == 2
         tunable = plugin.kind != TaskKind.MULTICLASS_SEGMENTATION  # softmax label maps take the argmax
-        assert bundle.config["postprocessing"]["tuned"] is tunable
+        assert bundle.config.postprocessing.tuned is tunable
         images = plugin.list_cases(data, "test")[0].image.parent
         out = tmp_path / "pred"
         summary = predict_folder(plugin, [run], images, out, tta="none", device="cpu")

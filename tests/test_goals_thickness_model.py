@@ -269,7 +269,7 @@ def test_predicted_layers_end_to_end(goals_data: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(moved, other)
     config = json.loads((other / "bundle.json").read_text())
-    config.setdefault("postprocessing", {})["note"] = "retuned"
+    config["postprocessing"]["task_options"] = {"anatomical": False}  # re-tuned: another bundle.json
     (other / "bundle.json").write_text(json.dumps(config))
     write_checksums(other)
     with pytest.raises(BundleError, match=f"{other}.*not one this thickness model was fit with"):

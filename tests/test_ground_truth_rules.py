@@ -447,9 +447,9 @@ def test_train_cli_refuses_in_one_line_and_trains_with_the_option(
     assert not run.exists()
     assert main([*args, "--allow-missing-class"]) == 0
     assert "training without ground truth for class(es) nv (--allow-missing-class)" in capsys.readouterr().err
-    training = read_config(run)["training"]
-    assert training["allow_missing_class"] is True and training["classes_without_ground_truth"] == ["nv"]
-    assert read_config(run)["cross_validation"] is not None  # tuning read the data with the same option
+    training = read_config(run).training
+    assert training.allow_missing_class is True and training.classes_without_ground_truth == ["nv"]
+    assert read_config(run).cross_validation is not None  # tuning read the data with the same option
 
 
 # -- predict: two images of one case ------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from eyegc.common.bundle import Bundle, FoldModel
+from eyegc.common.bundle_config import BundleConfig, Postprocessing, Preprocessing
 from eyegc.common.errors import EyegcError
 from eyegc.common.inference import TTA_OPS, Predictor, predict_with_tta, tta_ops_for
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind
@@ -42,13 +43,15 @@ class LeftBiasedNet(PointwiseNet):
 
 
 def _bundle(*networks: nn.Module, scale: float = 1.0, patch: int = 0) -> Bundle:
-    config = {
-        "task": PLUGIN.name,
-        "classes": [c.key for c in PLUGIN.classes],
-        "preprocessing": {"working_scale": scale, "normalize": "unit"},
-        "patch_size": patch,
-        "postprocessing": {},
-    }
+    # Only what the Predictor reads (model_construct skips the other required keys).
+    config = BundleConfig.model_construct(
+        task=PLUGIN.name,
+        classes=[c.key for c in PLUGIN.classes],
+        in_channels=PLUGIN.in_channels,
+        preprocessing=Preprocessing(working_scale=scale, normalize="unit"),
+        patch_size=patch,
+        postprocessing=Postprocessing(),
+    )
     return Bundle(path=Path("memory"), config=config, folds=[FoldModel(i, n) for i, n in enumerate(networks)])
 
 
@@ -129,8 +132,8 @@ def test_unknown_or_disallowed_tta_mode_is_a_clear_error() -> None:
 
 def test_predictor_refuses_a_bundle_trained_on_other_input_channels() -> None:
     bundle = _bundle(PointwiseNet())
-    bundle.config["in_channels"] = 3  # as a colour-input plugin built in Python would record
+    bundle.config.in_channels = 3  # as a colour-input plugin built in Python would record
     with pytest.raises(EyegcError, match="trained on 3-channel input; drac22-task1 as configured reads 1"):
         Predictor(PLUGIN, [bundle])
-    bundle.config["in_channels"] = 1
+    bundle.config.in_channels = 1
     assert Predictor(PLUGIN, [bundle]).bundles == [bundle]

@@ -15,6 +15,7 @@ from conftest import tiny_train_config
 from eyegc.challenges.goals.cli import THICKNESS_OPTIONS
 from eyegc.common import torch_backend, training
 from eyegc.common.bundle import check_bundle_settings, load_bundle, read_config, write_checksums
+from eyegc.common.bundle_config import BundleConfig, NetworkSpec
 from eyegc.common.cli import build_parser, main
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.options import (
@@ -248,10 +249,10 @@ def test_the_paddle_backend_checks_the_same_rules(task: str, tmp_path: Path) -> 
 def test_zero_is_a_value_and_none_the_default(task: str) -> None:
     plugin = get_task(task)
     config = training.resolve_config(plugin, TrainConfig(patch_size=0, seed=0))
-    assert config["patch_size"] == 0 and config["training"]["seed"] == 0  # 0 kept, not the default
+    assert config.patch_size == 0 and config.training.seed == 0  # 0 kept, not the default
     config = training.resolve_config(plugin, TrainConfig())
-    assert config["training"]["epochs"] == plugin.defaults.epochs
-    assert config["training"]["learning_rate"] == plugin.defaults.learning_rate
+    assert config.training.epochs == plugin.defaults.epochs
+    assert config.training.learning_rate == plugin.defaults.learning_rate
 
 
 def test_the_other_python_apis_use_the_same_rules(tmp_path: Path) -> None:
@@ -364,13 +365,15 @@ def test_an_edited_paddle_bundle_names_its_bundle_json(tmp_path: Path) -> None:
     paddle = pytest.importorskip("paddle")
     from eyegc.common.paddle_backend import PADDLE_NETWORK, build_paddle_network, load_paddle_fold
 
-    config = {"network": {"name": PADDLE_NETWORK, "kwargs": {"depth": 18}}, "head_classes": [2], "in_channels": 3}
+    # Only what the paddle network reads (model_construct skips the other required keys).
+    network = NetworkSpec(name=PADDLE_NETWORK, kwargs={"depth": 18})
+    config = BundleConfig.model_construct(network=network, head_classes=[2], in_channels=3)
     weights = tmp_path / "run" / "fold_0" / "model.pdparams"
     weights.parent.mkdir(parents=True)
     with paddle.utils.unique_name.guard():
         paddle.save(build_paddle_network(config).state_dict(), str(weights))
     for kwargs, message in (({"depth": 18, "foo": 1}, "takes no argument 'foo'"), ({"depth": 7}, "depth 7")):
-        edited = {**config, "network": {"name": PADDLE_NETWORK, "kwargs": kwargs}}
+        edited = config.model_copy(update={"network": NetworkSpec(name=PADDLE_NETWORK, kwargs=kwargs)})
         with pytest.raises(BundleError, match=message) as raised:
             load_paddle_fold(edited, weights)
         assert str(raised.value).startswith(f"{tmp_path / 'run' / 'bundle.json'}: ")

@@ -318,10 +318,11 @@ def test_ctrl_c_between_config_and_checksums_leaves_a_valid_bundle(
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(drac22_run, run)
-    config = {**read_config(run), "note": "re-tuned"}
+    config = read_config(run)
+    config.created = "re-tuned"
     write_config = bundle.write_config
 
-    def write_then_interrupt(run: Path, config: dict) -> None:
+    def write_then_interrupt(run: Path, config: bundle.BundleConfig) -> None:
         write_config(run, config)
         os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between bundle.json and its checksums
 
@@ -329,7 +330,7 @@ def test_ctrl_c_between_config_and_checksums_leaves_a_valid_bundle(
     with pytest.raises(KeyboardInterrupt):
         bundle.save_signed_config(run, config)
     bundle.verify_checksums(run)  # signed: the interrupt waited for the checksums
-    assert read_config(run)["note"] == "re-tuned"
+    assert read_config(run).created == "re-tuned"
 
 
 def test_missing_required_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

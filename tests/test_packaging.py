@@ -120,11 +120,10 @@ def test_a_bundle_of_a_backend_not_here_or_broken_is_one_line(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import json
     import shutil
 
     from eyegc.common import registry
-    from eyegc.common.bundle import CONFIG_NAME, save_signed_config
+    from eyegc.common.bundle import CONFIG_NAME, read_config, save_signed_config
     from eyegc.common.cli import main
 
     install_entry_points(tmp_path / "site", "eyegc_broken", {"eyegc.backends": {"broken": "eyegc_missing_module:B"}})
@@ -139,8 +138,7 @@ def test_a_bundle_of_a_backend_not_here_or_broken_is_one_line(
     ):
         run = tmp_path / backend
         shutil.copytree(drac22_run, run)
-        config = json.loads((run / CONFIG_NAME).read_text())
-        save_signed_config(run, {**config, "backend": backend})
+        save_signed_config(run, read_config(run).model_copy(update={"backend": backend}))
         args = ["predict", "drac22-task1", "--model", str(run), "--images", str(images), "--out", str(tmp_path / "o")]
         assert main(args) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from eyegc.common.bundle import Bundle, FoldModel, read_config, verify_checksums
+from eyegc.common.bundle_config import BundleConfig, NetworkSpec
 from eyegc.common.errors import EyegcError
 from eyegc.common.inference import Predictor, classify_with_tta
 from eyegc.common.paddle_backend import (
@@ -99,26 +100,26 @@ def test_require_paddle_names_the_extra_when_paddle_is_missing(monkeypatch: pyte
 
 def test_training_writes_a_verified_paddle_bundle(grading_run: Path, grading_data: Path) -> None:
     config = read_config(grading_run)
-    assert config["backend"] == "paddle"
-    assert config["network"] == {"name": PADDLE_NETWORK, "kwargs": {"depth": 18}}
-    assert config["head_classes"] == [5, 3] and config["preprocessing"]["input_size"] == [64, 96]
+    assert config.backend == "paddle"
+    assert config.network.model_dump() == {"name": PADDLE_NETWORK, "kwargs": {"depth": 18}}
+    assert config.head_classes == [5, 3] and config.preprocessing.input_size == (64, 96)
     assert verify_checksums(grading_run) == ["fold_0/model.pdparams", "fold_1/model.pdparams"]
-    for fold in ("0", "1"):
-        info = config["folds"][fold]
-        assert info["weights"] == f"fold_{fold}/model.pdparams" and info["epochs_done"] == 2
-        assert 1 <= info["best_epoch"] <= 2 and info["seconds"] > 0
+    for fold in (0, 1):
+        info = config.folds[fold]
+        assert info.weights == f"fold_{fold}/model.pdparams" and info.epochs_done == 2
+        assert 1 <= info.best_epoch <= 2 and info.seconds > 0
         assert (grading_run / f"fold_{fold}" / "training_curve.png").is_file()
-    validation = sorted(c for f in config["folds"].values() for c in f["validation_cases"])
+    validation = sorted(c for f in config.folds.values() for c in f.validation_cases)
     assert sorted(p.stem for p in (grading_run / "oof").glob("*.npz")) == validation
     assert len(validation) == 6
-    assert config["postprocessing"]["tuned"] is True  # tuning ran (no binary head: thresholds stay argmax)
-    assert config["cross_validation"]["cases"] == 6
-    assert json.loads((grading_run / "splits.json").read_text())[0]["val"] == config["folds"]["0"]["validation_cases"]
+    assert config.postprocessing.tuned is True  # tuning ran (no binary head: thresholds stay argmax)
+    assert config.cross_validation.cases == 6
+    assert json.loads((grading_run / "splits.json").read_text())[0]["val"] == config.folds[0].validation_cases
 
 
 def test_fold_adapter_matches_the_paddle_model(paddle: ModuleType, grading_run: Path, grading_data: Path) -> None:
     config = read_config(grading_run)
-    weights = grading_run / config["folds"]["0"]["weights"]
+    weights = grading_run / config.folds[0].weights
     adapter = load_paddle_fold(config, weights).to("cpu").eval()
     batch = torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(0))
     logits = adapter(batch)
@@ -134,7 +135,7 @@ def test_fold_adapter_matches_the_paddle_model(paddle: ModuleType, grading_run: 
 
     plugin = get_task(GRADING)
     case = plugin.list_cases(grading_data, "train")[0]
-    prepared = prepare_image(plugin.read_image(case.image), config["preprocessing"])
+    prepared = prepare_image(plugin.read_image(case.image), config.preprocessing)
     probs = classify_with_tta(adapter, prepared, ("identity", "flip_lr"), [5, 3])
     assert probs.shape == (2, 5)
     assert probs[0].sum().item() == pytest.approx(1.0, abs=1e-5)
@@ -146,10 +147,10 @@ def test_predictor_serves_a_paddle_bundle_as_training_validated_it(grading_run: 
     """Predictor over the adapter (no TTA) reproduces the fold's out-of-fold probabilities."""
     plugin = get_task(GRADING)
     config = read_config(grading_run)
-    fold = FoldModel(fold=0, network=load_paddle_fold(config, grading_run / config["folds"]["0"]["weights"]))
+    fold = FoldModel(fold=0, network=load_paddle_fold(config, grading_run / config.folds[0].weights))
     bundle = Bundle(path=grading_run, config=config, folds=[fold])  # what load_bundle gives once wired
     cases = {c.case_id: c for c in plugin.list_cases(grading_data, "train")}
-    for case_id in config["folds"]["0"]["validation_cases"]:
+    for case_id in config.folds[0].validation_cases:
         grades, probs = Predictor(plugin, [bundle], tta="none", device="cpu").predict(
             plugin.read_image(cases[case_id].image)
         )
@@ -167,7 +168,7 @@ def test_interrupted_paddle_training_resumes_exactly(
     run = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         train_paddle(plugin, grading_data, run, tiny_paddle_config(), callbacks=[StopAfter(fold=1, epoch=1)])
-    assert "1" not in read_config(run)["folds"]
+    assert 1 not in read_config(run).folds
     with pytest.raises(EyegcError, match="--resume"):
         train_paddle(plugin, grading_data, run, tiny_paddle_config())
     train_paddle(plugin, grading_data, run, tiny_paddle_config(), resume=True)
@@ -195,8 +196,8 @@ def test_bad_settings_fail_before_training(paddle: ModuleType, grading_run: Path
     torch_run = tmp_path / "torch_run"
     torch_run.mkdir()
     config = read_config(grading_run)
-    config["backend"] = "torch"
-    (torch_run / "bundle.json").write_text(json.dumps(config))
+    config.backend = "torch"
+    (torch_run / "bundle.json").write_text(config.to_json())
     with pytest.raises(EyegcError, match="trained with the torch backend"):
         train_paddle(grading, data, torch_run, tiny_paddle_config(), resume=True)
     assert not any((tmp_path / n).exists() for n in "abcd")
@@ -212,8 +213,10 @@ def test_weights_are_read_without_running_code(paddle: ModuleType, tmp_path: Pat
 def test_pretrained_rgb_first_convolution_is_summed_for_grey_input(paddle: ModuleType, tmp_path: Path) -> None:
     from eyegc.common.paddle_backend import _load_pretrained
 
-    rgb = {"network": {"name": PADDLE_NETWORK, "kwargs": {"depth": 18}}, "in_channels": 3, "head_classes": [10]}
-    grey = {**rgb, "in_channels": 1, "head_classes": [2]}
+    # Only what build_paddle_network reads (model_construct skips the other required keys).
+    network = NetworkSpec(name=PADDLE_NETWORK, kwargs={"depth": 18})
+    rgb = BundleConfig.model_construct(network=network, in_channels=3, head_classes=[10])
+    grey = rgb.model_copy(update={"in_channels": 1, "head_classes": [2]})
     with paddle.utils.unique_name.guard():
         source = build_paddle_network(rgb)
     paddle.save(source.state_dict(), str(tmp_path / "imagenet.pdparams"))
@@ -232,14 +235,14 @@ def test_grey_single_head_task_trains_and_predicts(paddle: ModuleType, tmp_path:
     run = train_paddle(plugin, data, tmp_path / "run", tiny_paddle_config(epochs=1, extra={"input_size": (64, 64)}))
     config = read_config(run)
     verify_checksums(run)
-    adapter = load_paddle_fold(config, run / config["folds"]["0"]["weights"])
+    adapter = load_paddle_fold(config, run / config.folds[0].weights)
     assert tuple(adapter.model.state_dict()["conv1.weight"].shape)[1] == plugin.in_channels
     heads = [int(c.num_classes or 0) for c in plugin.classes]
     bundle = Bundle(path=run, config=config, folds=[FoldModel(fold=0, network=adapter)])
     case = plugin.list_cases(data, "train")[0]
     grades, probs = Predictor(plugin, [bundle], tta="flip", device="cpu").predict(plugin.read_image(case.image))
     assert grades.shape == (len(heads),) and probs.shape == (len(heads), max(heads))
-    assert set(config["postprocessing"]["thresholds"]) == {c.key for c in plugin.classes if c.num_classes == 2}
+    assert set(config.postprocessing.thresholds) == {c.key for c in plugin.classes if c.num_classes == 2}
 
 
 def test_cli_trains_a_paddle_bundle_and_prints_its_summary(
@@ -255,4 +258,4 @@ def test_cli_trains_a_paddle_bundle_and_prints_its_summary(
     assert main([*args, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "fold 0: best epoch 1/1" in out and "thresholds {'glaucoma'" in out and f"model bundle: {run}" in out
-    assert read_config(run)["backend"] == "paddle"
+    assert read_config(run).backend == "paddle"

@@ -79,11 +79,11 @@ def test_fov_mask_needs_rgb() -> None:
 def test_training_config_records_preprocessing_choices() -> None:
     idrid = get_task("idrid-lesions")
     config = _resolve(idrid, TrainConfig(clahe="lab", clahe_clip=0.02, fov_mask=True))
-    assert config["preprocessing"]["clahe"] == {"space": "lab", "clip_limit": 0.02}
-    assert config["preprocessing"]["fov_mask"] is True
-    assert _resolve(idrid, TrainConfig())["preprocessing"]["clahe"] is None  # off unless chosen
+    assert config.preprocessing.clahe == {"space": "lab", "clip_limit": 0.02}
+    assert config.preprocessing.fov_mask is True
+    assert _resolve(idrid, TrainConfig()).preprocessing.clahe is None  # off unless chosen
     drive = get_task("drive-vessels")  # green channel only
-    assert _resolve(drive, TrainConfig(clahe="none"))["preprocessing"]["clahe"] is None
+    assert _resolve(drive, TrainConfig(clahe="none")).preprocessing.clahe is None
     with pytest.raises(EyegcError, match="RGB"):
         _resolve(drive, TrainConfig(clahe="lab"))
     with pytest.raises(EyegcError, match="RGB"):
@@ -117,12 +117,12 @@ def test_a_run_trained_with_clahe_predicts_with_it(tmp_path: Path) -> None:
     )
     train(plugin, data, run, cfg)
     bundle = load_bundle(run)
-    assert bundle.config["preprocessing"]["clahe"]["space"] == "lab"
+    assert bundle.config.preprocessing.clahe["space"] == "lab"
     case = plugin.list_cases(data, "test")[0]
     image = plugin.read_image(case.image)
     probabilities = Predictor(plugin, [bundle], tta="none", device="cpu").probabilities(image)
     assert probabilities.shape == (4, *image.shape[1:])
     # the same weights without the recorded preprocessing give other outputs: the bundle carries it
-    bundle.config["preprocessing"]["clahe"] = None
+    bundle.config.preprocessing.clahe = None
     plain = Predictor(plugin, [bundle], tta="none", device="cpu").probabilities(image)
     assert not np.allclose(plain, probabilities)

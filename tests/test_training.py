@@ -54,8 +54,8 @@ def test_interrupted_training_resumes_exactly(drac22_data: Path, tmp_path: Path)
     train(PLUGIN, drac22_data, run, cfg, resume=True)
 
     for fold in (0, 1):
-        done = read_config(run)["folds"][str(fold)]
-        assert done["epochs_done"] == 3 == read_config(reference)["folds"][str(fold)]["epochs_done"]
+        done = read_config(run).folds[fold]
+        assert done.epochs_done == 3 == read_config(reference).folds[fold].epochs_done
         a = torch.load(reference / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
         b = torch.load(run / f"fold_{fold}" / "checkpoint.pt", weights_only=True)
         assert a["history"] == b["history"]
@@ -67,14 +67,20 @@ def test_interrupted_training_resumes_exactly(drac22_data: Path, tmp_path: Path)
 
 def test_bundle_records_what_rebuilds_the_model(drac22_run: Path) -> None:
     config = read_config(drac22_run)
-    assert config["task"] == "drac22-task1"
-    assert config["network"]["name"] == "UNet"
-    assert config["preprocessing"] == {"working_scale": 0.125, "normalize": "zscore", "clahe": None, "fov_mask": False}
-    assert set(config["postprocessing"]["thresholds"]) == {"irma", "npa", "nv"}
-    assert config["data_fingerprint"]["files"] > 6 and len(config["data_fingerprint"]["sha256"]) == 64
+    assert config.task == "drac22-task1"
+    assert config.network.name == "UNet"
+    assert config.preprocessing.model_dump() == {
+        "working_scale": 0.125,
+        "normalize": "zscore",
+        "clahe": None,
+        "fov_mask": False,
+        "input_size": None,
+    }
+    assert set(config.postprocessing.thresholds) == {"irma", "npa", "nv"}
+    assert config.data_fingerprint.files > 6 and len(config.data_fingerprint.sha256) == 64
     assert (
-        config["cross_validation"]["tuned_postprocessing"]["leaderboard"]["mean_dsc"]
-        >= (config["cross_validation"]["default_postprocessing"]["leaderboard"]["mean_dsc"])
+        config.cross_validation.tuned_postprocessing["leaderboard"]["mean_dsc"]
+        >= (config.cross_validation.default_postprocessing["leaderboard"]["mean_dsc"])
     )
     listed = (drac22_run / CHECKSUMS_NAME).read_text()
     for name in ("bundle.json", "splits.json", "fold_0/model.pt", "fold_1/model.pt"):
@@ -196,7 +202,7 @@ def test_class_index_maps_are_resampled_nearest_and_never_get_new_classes() -> N
 def test_whole_image_training_with_patch_size_zero(drac22_data: Path, tmp_path: Path) -> None:
     run = train(PLUGIN, drac22_data, tmp_path / "run", tiny_train_config(patch_size=0, epochs=1, batch_size=2))
     bundle = load_bundle(run)
-    assert bundle.config["patch_size"] == 0 and len(bundle.folds) == 2
+    assert bundle.config.patch_size == 0 and len(bundle.folds) == 2
     from eyegc.common.inference import Predictor
 
     image = PLUGIN.read_image(PLUGIN.list_cases(drac22_data, "test")[0].image)
@@ -247,7 +253,7 @@ def test_validate_every_skips_epochs_but_always_validates_the_last(drac22_data: 
     assert np.isfinite(history["metric"][1]) and np.isfinite(history["metric"][2])
     assert history["epoch"] in (1, 2, 3)  # epoch 1 is kept until a validated epoch scores
     config = read_config(run)
-    assert config["training"]["validate_every"] == 2
+    assert config.training.validate_every == 2
     if history["epoch"] != 1:
         assert history["score"] == max(history["metric"][1:])
 
@@ -263,8 +269,8 @@ def test_folds_trained_in_parallel_equal_folds_trained_one_after_another(drac22_
     finally:
         torch.set_num_threads(threads)
     for fold in (0, 1):
-        info = read_config(run)["folds"][str(fold)]
-        assert info["epochs_done"] == 2 and info["seconds"] > 0
+        info = read_config(run).folds[fold]
+        assert info.epochs_done == 2 and info.seconds > 0
         a = torch.load(reference / f"fold_{fold}" / "model.pt", weights_only=True)
         b = torch.load(run / f"fold_{fold}" / "model.pt", weights_only=True)
         for key, tensor in a.items():

@@ -95,10 +95,10 @@ def test_tune_refuses_other_ground_truth(drac22_run: Path, drac22_data: Path, tm
 def test_a_resumed_run_stays_signed(drac22_run: Path, tmp_path: Path) -> None:
     run = _copy_run(drac22_run, tmp_path)
     config = read_config(run)
-    config["training"]["data_root"] = "/elsewhere"
+    config.training.data_root = "/elsewhere"
     save_config_keeping_signature(run, config)
     verify_checksums(run)  # a resume that then fails leaves a loadable bundle
-    assert read_config(run)["training"]["data_root"] == "/elsewhere"
+    assert read_config(run).training.data_root == "/elsewhere"
 
 
 def test_tune_refuses_a_bundle_of_another_task(drac22_run: Path, drac22_data: Path) -> None:

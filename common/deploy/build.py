@@ -81,11 +81,11 @@ def stage_bundles(task: str, models: Sequence[Path], dest: Path) -> list[StagedB
                 path=target,
                 checksums=checksums,
                 folds=len(bundle.folds),
-                network=bundle.config.get("network", {}),
-                data_root=bundle.config.get("training", {}).get("data_root"),
+                network=bundle.config.network.model_dump(),
+                data_root=bundle.config.training.data_root,
             )
         )
-        say(f"bundle {model}: {len(bundle.folds)} fold(s), {bundle.config['network']['name']}, verified")
+        say(f"bundle {model}: {len(bundle.folds)} fold(s), {bundle.config.network.name}, verified")
     return staged
 
 
