@@ -30,7 +30,8 @@ from eyegc.common.datafiles import binary_mask, class_folders, index_files
 from eyegc.common.errors import DataError
 from eyegc.common.evaluation import MeanOverlapMetric
 from eyegc.common.imageio import atomic_output_file, read_image_array, write_png
-from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
+from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket, TaskKind
+from eyegc.common.task_kinds import DIHEDRAL_TTA, SegmentationTask
 from PIL import Image
 
 __all__ = ["FolderSegmentationTask"]
@@ -49,7 +50,7 @@ def _small_unet() -> ModelDefaults:
 
 
 @dataclass(frozen=True)
-class FolderSegmentationTask:
+class FolderSegmentationTask(SegmentationTask):
     """A multi-label (sigmoid) segmentation task on the folder layout of this module.
 
     Sockets default to one image input ``<name>-image`` and one ``Segmentation`` output per class
@@ -64,13 +65,7 @@ class FolderSegmentationTask:
     image_size: tuple[int, int] | None = None
     kind: TaskKind = TaskKind.MULTILABEL_SEGMENTATION
     defaults: ModelDefaults = field(default_factory=_small_unet)
-    allowed_tta: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {
-            "none": ("identity",),
-            "flip": ("identity", "flip_lr", "flip_ud"),
-            "dihedral": DIHEDRAL_OPS,
-        }
-    )
+    allowed_tta: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DIHEDRAL_TTA))
     metric: Any = None
     input_sockets: tuple[Socket, ...] = ()
     output_sockets: tuple[Socket, ...] = ()
@@ -134,19 +129,9 @@ class FolderSegmentationTask:
 
     def read_target(self, case: Case) -> np.ndarray:
         """The masks of a case as ``(classes, H, W)`` uint8 0/1; an absent file is all zeros."""
-        if case.labels is None:
-            raise DataError(f"case {case.case_id} has no ground truth")
+        self.ground_truth(case)  # before the image is read: a test case has none
         shape = self.read_image(case.image).shape[1:]
-        target = np.zeros((len(self.classes), *shape), dtype=np.uint8)
-        for c, spec in enumerate(self.classes):
-            path = case.labels.get(spec.key)
-            if path is not None:
-                target[c] = binary_mask(read_image_array(path), path, shape)
-        return target
-
-    def read_roi(self, case: Case) -> None:
-        """The whole image is scored."""
-        return None
+        return self.read_class_masks(case, shape, lambda path, size: binary_mask(read_image_array(path), path, size))
 
     # -- predictions and submission -------------------------------------------------------------
 
@@ -181,10 +166,6 @@ class FolderSegmentationTask:
                 masks.append(binary_mask(read_image_array(path), path, None))
             cases.append(np.stack(masks))
         return cases
-
-    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> None:
-        """The Dice metric scores masks only."""
-        return None
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """A zip of the prediction folder's class folders; nothing is written if a mask is unreadable."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from eyegc.challenges.drac22.submission import (
 from eyegc.common.datafiles import binary_mask
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import read_image_array
-from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
+from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket
+from eyegc.common.task_kinds import SegmentationTask
 
 __all__ = ["Drac22Task1", "drac22_task1"]
 
@@ -32,7 +33,7 @@ _CLASS_NAMES = {
 
 
 @dataclass(frozen=True)
-class Drac22Task1:
+class Drac22Task1(SegmentationTask):
     """DRAC22 Task 1: IRMA, NPA and NV as three overlapping sigmoid channels on 1024×1024 OCTA.
 
     The container sockets are unconfirmed (DRAC22 took file uploads, not algorithms); these slugs
@@ -42,7 +43,6 @@ class Drac22Task1:
     name: str = "drac22-task1"
     challenge: str = "drac22"
     title: str = "DRAC22 Task 1 — lesion segmentation (IRMA, NPA, NV) in UW-OCTA"
-    kind: TaskKind = TaskKind.MULTILABEL_SEGMENTATION
     classes: tuple[ClassSpec, ...] = tuple(
         ClassSpec(key=k, name=_CLASS_NAMES[k], folder=folder) for k, folder in CLASS_FOLDERS.items()
     )
@@ -61,13 +61,6 @@ class Drac22Task1:
             folds=5,
             patches_per_image=4,
         )
-    )
-    allowed_tta: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {
-            "none": ("identity",),
-            "flip": ("identity", "flip_lr", "flip_ud"),
-            "dihedral": DIHEDRAL_OPS,
-        }
     )
     metric: Drac22SegmentationMetric = field(default_factory=Drac22SegmentationMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="uw-octa-image", relative_path="images/uw-octa-image"),)
@@ -109,18 +102,9 @@ class Drac22Task1:
         Raises:
             DataError: a mask of another size, or with values other than 0/255 or 0/1 (as predictions).
         """
-        if case.labels is None:
-            raise DataError(f"case {case.case_id} has no ground truth")
-        target = np.zeros((len(self.classes), *IMAGE_SIZE), dtype=np.uint8)
-        for c, spec in enumerate(self.classes):
-            path = case.labels.get(spec.key)
-            if path is not None:
-                target[c] = binary_mask(read_image_array(path), path, IMAGE_SIZE)
-        return target
-
-    def read_roi(self, case: Case) -> None:
-        """DRAC22 scores the whole image."""
-        return None
+        return self.read_class_masks(
+            case, IMAGE_SIZE, lambda path, shape: binary_mask(read_image_array(path), path, shape)
+        )
 
     def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
         """``out/<official class folder>/<case_id>.png`` (0/255) for every class, empty ones too."""
@@ -132,10 +116,6 @@ class Drac22Task1:
         if pred.is_file() and pred.suffix.lower() == ".zip":
             return read_drac22_submission(pred, case_ids)
         return read_drac22_prediction_folder(pred, case_ids)
-
-    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> None:
-        """The DRAC22 metric scores masks only."""
-        return None
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """The official zip (``team`` required): ``<team>/1.nii.gz``, ``2.nii.gz``, ``3.nii.gz``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,13 +24,14 @@ from eyegc.challenges.drive.submission import (
     write_drive_submission,
 )
 from eyegc.common.errors import DataError
-from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
+from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket
+from eyegc.common.task_kinds import SegmentationTask
 
 __all__ = ["DriveVessels", "drive_vessels", "drive_vessels_rgb"]
 
 
 @dataclass(frozen=True)
-class DriveVessels:
+class DriveVessels(SegmentationTask):
     """DRIVE vessels: one sigmoid channel on 565×584 colour fundus images, scored inside the FOV.
 
     ``channels`` ``"green"`` (default) feeds the green channel only (where vessel contrast is
@@ -41,7 +42,6 @@ class DriveVessels:
     name: str = "drive-vessels"
     challenge: str = "drive"
     title: str = "DRIVE — retinal vessel segmentation (F1 and AUC inside the field of view)"
-    kind: TaskKind = TaskKind.MULTILABEL_SEGMENTATION
     classes: tuple[ClassSpec, ...] = (ClassSpec(key="vessel", name="Retinal vessels", folder="1st_manual"),)
     channels: Literal["rgb", "green"] = "green"
     fov_missing: Literal["estimate", "error"] = "estimate"
@@ -66,13 +66,6 @@ class DriveVessels:
             elastic_probability=0.0,
             validate_every=5,
         )
-    )
-    allowed_tta: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {
-            "none": ("identity",),
-            "flip": ("identity", "flip_lr", "flip_ud"),
-            "dihedral": DIHEDRAL_OPS,
-        }
     )
     metric: DriveVesselMetric = field(default_factory=DriveVesselMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="color-fundus-image", relative_path="images/color-fundus"),)

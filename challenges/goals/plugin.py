@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from eyegc.challenges.goals.encoding import (
@@ -23,10 +23,8 @@ from eyegc.challenges.goals.submission import (
     write_goals_layer_prediction,
     write_goals_submission,
 )
-from eyegc.common.classification import read_classification_cases, write_classification_case
-from eyegc.common.errors import DataError
-from eyegc.common.lazy import LazySequence
 from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket, TaskKind
+from eyegc.common.task_kinds import FLIP_TTA, ClassificationTask, SegmentationTask
 
 __all__ = ["GoalsGlaucoma", "GoalsLayers", "goals_glaucoma", "goals_layers"]
 
@@ -36,22 +34,22 @@ _LAYER_NAMES = {
     "choroid": "Choroid",
 }
 #: OCT B-scans are not symmetric top-bottom (vitreous above, sclera below): left-right flips only.
-_OCT_TTA: dict[str, tuple[str, ...]] = {"none": ("identity",), "flip": ("identity", "flip_lr")}
 
 
 @dataclass(frozen=True)
-class GoalsLayers:
+class GoalsLayers(SegmentationTask):
     """GOALS task 1: background + RNFL, GCIPL, choroid as a 4-class softmax on 1100×800 B-scans.
 
     ``anatomical`` applies the layer-order postprocessing (per column: vitreous, RNFL, GCIPL,
     retina, choroid, sclera, each layer one band) to the probabilities instead of a plain argmax;
-    a bundle's ``postprocessing.anatomical`` overrides it.
+    a bundle's ``postprocessing.task_options.anatomical`` overrides it.
     """
 
     name: str = "goals-layers"
     challenge: str = "goals"
     title: str = "GOALS task 1 — OCT layer segmentation (RNFL, GCIPL, choroid)"
-    kind: TaskKind = TaskKind.MULTICLASS_SEGMENTATION
+    kind: ClassVar[TaskKind] = TaskKind.MULTICLASS_SEGMENTATION
+    allowed_tta: ClassVar[Mapping[str, tuple[str, ...]]] = FLIP_TTA
     classes: tuple[ClassSpec, ...] = (
         ClassSpec(key="other", name="Everything else", value=BACKGROUND_VALUE),
         *(ClassSpec(key=k, name=_LAYER_NAMES[k], value=v) for k, v in LAYER_VALUES.items()),
@@ -73,7 +71,6 @@ class GoalsLayers:
             patches_per_image=4,
         )
     )
-    allowed_tta: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(_OCT_TTA))
     metric: GoalsLayerMetric = field(default_factory=GoalsLayerMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="oct-b-scan", relative_path="images/oct-b-scan"),)
     output_sockets: tuple[Socket, ...] = (
@@ -95,17 +92,11 @@ class GoalsLayers:
 
     def read_target(self, case: Case) -> np.ndarray:
         """The layer mask decoded to class indices ``(1, 800, 1100)`` (0 other, 1 RNFL, 2 GCIPL, 3 choroid)."""
-        if case.labels is None:
-            raise DataError(f"case {case.case_id} has no layer mask")
-        return read_layer_mask(case.labels["layers"])
+        return read_layer_mask(self.ground_truth(case, "layer mask")["layers"])
 
-    def read_roi(self, case: Case) -> None:
-        """Every pixel counts."""
-        return None
-
-    def postprocess(self, probabilities: np.ndarray, settings: Mapping[str, Any]) -> np.ndarray:
+    def postprocess(self, probabilities: np.ndarray, options: Mapping[str, Any]) -> np.ndarray:
         """``(1, H, W)`` class indices: layer-order postprocessing or the argmax."""
-        if bool(settings.get("anatomical", self.anatomical)):
+        if bool(options.get("anatomical", self.anatomical)):
             return anatomical_layers(probabilities)[None]
         return np.argmax(probabilities, axis=0).astype(np.uint8)[None]
 
@@ -116,10 +107,6 @@ class GoalsLayers:
     def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
         """Class-index maps from a prediction folder or a submission zip."""
         return read_goals_layer_predictions(pred, case_ids)
-
-    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> None:
-        """The layer metrics score label maps only."""
-        return None
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """The GOALS zip: ``Layer_Segmentations/*.png`` (+ ``Classification_Results.csv`` with ``glaucoma_pred``)."""
@@ -134,13 +121,12 @@ class GoalsLayers:
 
 
 @dataclass(frozen=True)
-class GoalsGlaucoma:
+class GoalsGlaucoma(ClassificationTask):
     """GOALS task 2: glaucoma (1) or not (0) from one B-scan; ranked by ROC AUC of the likelihood."""
 
     name: str = "goals-glaucoma"
     challenge: str = "goals"
     title: str = "GOALS task 2 — glaucoma classification (AUC)"
-    kind: TaskKind = TaskKind.CLASSIFICATION
     classes: tuple[ClassSpec, ...] = (ClassSpec(key="glaucoma", name="Glaucoma", num_classes=2),)
     in_channels: int = 1
     image_size: tuple[int, int] | None = IMAGE_SIZE
@@ -157,7 +143,6 @@ class GoalsGlaucoma:
             input_size=(400, 552),
         )
     )
-    allowed_tta: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(_OCT_TTA))
     metric: GlaucomaMetric = field(default_factory=GlaucomaMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="oct-b-scan", relative_path="images/oct-b-scan"),)
     output_sockets: tuple[Socket, ...] = (
@@ -184,35 +169,14 @@ class GoalsGlaucoma:
         """A 1100×800 grey B-scan as ``(1, 800, 1100)`` uint8."""
         return read_goals_image(path)
 
-    def read_target(self, case: Case) -> np.ndarray:
-        """``(1,)`` int64: 1 glaucoma, 0 normal."""
-        if case.labels is None:
-            raise DataError(f"case {case.case_id} has no glaucoma label")
-        return np.array([case.labels["glaucoma"]], dtype=np.int64)
+    @property
+    def label_name(self) -> str:
+        """A case's label, in messages."""
+        return "glaucoma label"
 
-    def read_roi(self, case: Case) -> None:
-        """Classification has no field of view."""
-        return None
-
-    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
-        """``out/<case>.json`` with the label (at the tuned threshold) and the likelihood."""
-        write_classification_case(out, case_id, self.classes, masks, probabilities)
-
-    def _read(self, pred: Path, case_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        pred = Path(pred)
-        if pred.is_file():
-            return read_goals_glaucoma_submission(pred, case_ids)
-        return read_classification_cases(pred, case_ids, self.classes)
-
-    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
-        """Labels from a prediction folder, ``Classification_Results.csv`` or the submission zip."""
-        grades, _ = self._read(pred, case_ids)
-        return LazySequence(len(grades), lambda i: grades[i])
-
-    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
-        """``(1, 2)`` probabilities per case (the AUC ranks the glaucoma likelihood)."""
-        _, probs = self._read(pred, case_ids)
-        return LazySequence(len(probs), lambda i: probs[i])
+    def read_submission(self, path: Path, case_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and ``(1, 2)`` probabilities from ``Classification_Results.csv`` or the submission zip."""
+        return read_goals_glaucoma_submission(path, case_ids)
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """The GOALS zip with ``Classification_Results.csv`` (+ ``Layer_Segmentations/`` with ``layers_pred``)."""

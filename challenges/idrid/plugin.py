@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from eyegc.challenges.idrid.layout import (
@@ -19,18 +19,17 @@ from eyegc.challenges.idrid.layout import (
 )
 from eyegc.challenges.idrid.metric import IdridGradingMetric, IdridLesionMetric
 from eyegc.challenges.idrid.submission import (
-    read_idrid_grading_predictions,
+    read_idrid_grading_submission,
     read_idrid_lesion_masks,
     read_idrid_lesion_probabilities,
     write_idrid_grading_submission,
     write_idrid_lesion_prediction,
     write_idrid_lesion_submission,
 )
-from eyegc.common.classification import write_classification_case
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import read_image_array
-from eyegc.common.lazy import LazySequence
-from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, Socket, TaskKind
+from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket
+from eyegc.common.task_kinds import FUNDUS_GRADING_TTA, ClassificationTask, SegmentationTask
 
 __all__ = ["IdridGrading", "IdridLesions", "idrid_grading", "idrid_lesions", "idrid_lesions_od"]
 
@@ -66,7 +65,7 @@ def _image_shape(path: Path) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class IdridLesions:
+class IdridLesions(SegmentationTask):
     """IDRiD A: MA, HE, EX, SE (and OD with ``with_od``) as overlapping sigmoid channels on colour fundus images.
 
     Images keep their own size (4288×2848 officially); training and inference run at
@@ -79,7 +78,6 @@ class IdridLesions:
     name: str = "idrid-lesions"
     challenge: str = "idrid"
     title: str = "IDRiD A — lesion segmentation (MA, HE, EX, SE), pooled AUPR"
-    kind: TaskKind = TaskKind.MULTILABEL_SEGMENTATION
     in_channels: int = 3
     image_size: tuple[int, int] | None = None
     defaults: ModelDefaults = field(
@@ -95,13 +93,6 @@ class IdridLesions:
             folds=5,
             patches_per_image=8,
         )
-    )
-    allowed_tta: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {
-            "none": ("identity",),
-            "flip": ("identity", "flip_lr", "flip_ud"),
-            "dihedral": DIHEDRAL_OPS,
-        }
     )
     input_sockets: tuple[Socket, ...] = (Socket(slug="color-fundus-image", relative_path="images/color-fundus"),)
 
@@ -144,19 +135,8 @@ class IdridLesions:
 
     def read_target(self, case: Case) -> np.ndarray:
         """The lesion masks as ``(C, H, W)`` uint8 0/1 (masks of any bit depth, ``> 0``)."""
-        if case.labels is None:
-            raise DataError(f"case {case.case_id} has no ground truth")
-        shape = _image_shape(case.image)
-        target = np.zeros((len(self.class_keys), *shape), dtype=np.uint8)
-        for c, key in enumerate(self.class_keys):
-            path = case.labels.get(key)
-            if path is not None:
-                target[c] = read_idrid_mask(path, shape)
-        return target
-
-    def read_roi(self, case: Case) -> None:
-        """Every pixel counts (docs/REFERENCE.md §4)."""
-        return None
+        self.ground_truth(case)  # before the image is opened: a test case has none
+        return self.read_class_masks(case, _image_shape(case.image), read_idrid_mask)
 
     def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
         """``out/<case>_<LESION>.tif`` 8-bit probability maps and ``out/masks/<case>_<LESION>.tif`` (0/255)."""
@@ -182,13 +162,12 @@ class IdridLesions:
 
 
 @dataclass(frozen=True)
-class IdridGrading:
+class IdridGrading(ClassificationTask):
     """IDRiD B: one network, two heads: DR grade (0–4) and risk of macular edema (0–2)."""
 
     name: str = "idrid-grading"
     challenge: str = "idrid"
     title: str = "IDRiD B — DR grade and DME risk, joint accuracy"
-    kind: TaskKind = TaskKind.CLASSIFICATION
     classes: tuple[ClassSpec, ...] = GRADING_HEADS
     in_channels: int = 3
     image_size: tuple[int, int] | None = None
@@ -205,9 +184,8 @@ class IdridGrading:
             input_size=(512, 768),
         )
     )
-    allowed_tta: Mapping[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"none": ("identity",), "flip": ("identity", "flip_lr", "flip_ud")}
-    )
+    allowed_tta: ClassVar[Mapping[str, tuple[str, ...]]] = FUNDUS_GRADING_TTA
+    submission_name: ClassVar[str] = "CSV"
     metric: IdridGradingMetric = field(default_factory=IdridGradingMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="color-fundus-image", relative_path="images/color-fundus"),)
     output_sockets: tuple[Socket, ...] = (
@@ -228,29 +206,9 @@ class IdridGrading:
         """The colour photograph as ``(3, H, W)`` uint8."""
         return read_fundus(path)
 
-    def read_target(self, case: Case) -> np.ndarray:
-        """``(2,)`` int64: DR grade, DME risk."""
-        if case.labels is None:
-            raise DataError(f"case {case.case_id} has no grades")
-        return np.array([case.labels["dr"], case.labels["dme"]], dtype=np.int64)
-
-    def read_roi(self, case: Case) -> None:
-        """Classification has no field of view."""
-        return None
-
-    def write_prediction(self, out: Path, case_id: str, masks: np.ndarray, probabilities: np.ndarray) -> None:
-        """``out/<case>.json`` with both grades and their probabilities."""
-        write_classification_case(out, case_id, self.classes, masks, probabilities)
-
-    def read_predictions(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
-        """Grade pairs from a prediction folder or a submission CSV."""
-        grades, _ = read_idrid_grading_predictions(pred, case_ids, self.classes)
-        return LazySequence(len(grades), lambda i: grades[i])
-
-    def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray]:
-        """Per-head probabilities (one-hot when read from a CSV of grades)."""
-        _, probs = read_idrid_grading_predictions(pred, case_ids, self.classes)
-        return LazySequence(len(probs), lambda i: probs[i])
+    def read_submission(self, path: Path, case_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Grade pairs from the grading CSV (probabilities one-hot)."""
+        return read_idrid_grading_submission(path, case_ids, self.classes)
 
     def write_submission(self, pred: Path, out: Path, **options: Any) -> Path:
         """The grading CSV in the label file's own columns (``Image name``, ``Retinopathy grade``, …)."""
