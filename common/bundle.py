@@ -62,6 +62,7 @@ __all__ = [
     "data_fingerprint",
     "eyegc_version",
     "load_bundle",
+    "read_checksums",
     "read_config",
     "save_config_keeping_signature",
     "save_signed_config",
@@ -160,7 +161,7 @@ def write_config(run: Path, config: BundleConfig) -> None:
     os.replace(tmp, path)
 
 
-def _read_listing(run: Path) -> dict[str, str]:
+def read_checksums(run: Path) -> dict[str, str]:
     """``name -> sha256`` from ``RUN/checksums.sha256``; a malformed line is a BundleError."""
     listing = run / CHECKSUMS_NAME
     if not listing.is_file():
@@ -183,7 +184,7 @@ def write_checksums(run: Path, fresh: Iterable[str] = ()) -> list[str]:
     ``fresh``, the folds just trained), so re-tuning cannot bless a changed or truncated file.
     """
     run = Path(run)
-    old = _read_listing(run) if (run / CHECKSUMS_NAME).is_file() else {}
+    old = read_checksums(run) if (run / CHECKSUMS_NAME).is_file() else {}
     files = [CONFIG_NAME, SPLITS_NAME, *_named_weights(run)]
     for name in files[2:]:
         if name in old and name not in set(fresh) and sha256_file(run / name) != old[name]:
@@ -228,7 +229,7 @@ def verify_checksums(run: Path) -> list[str]:
             or not covered by the list.
     """
     run = Path(run)
-    entries = _read_listing(run)
+    entries = read_checksums(run)
     for name in (CONFIG_NAME, SPLITS_NAME):
         if name not in entries:
             raise BundleError(f"{run / CHECKSUMS_NAME} does not cover {name}: the bundle is damaged")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eyegc.common.bundle import CHECKSUMS_NAME, CONFIG_NAME, SPLITS_NAME
+from eyegc.common.bundle import CHECKSUMS_NAME, CONFIG_NAME, SPLITS_NAME, load_bundle, read_checksums
 from eyegc.common.deploy.steps import SubmitError, link_tree, run_command, safe_name, say, source_root, step
 from eyegc.common.invoke import API_METHOD_LABEL
 from eyegc.common.sockets import (
@@ -59,16 +59,13 @@ def stage_bundles(task: str, models: Sequence[Path], dest: Path) -> list[StagedB
     The ``NN-`` prefix keeps the user's order: the first bundle's postprocessing is the
     ensemble's, and the container sorts the bundle folders it finds.
     """
-    from eyegc.common.bundle import load_bundle
-
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     staged = []
     for index, model in enumerate(models):
         bundle = load_bundle(model, task=task)
-        listing = (Path(model) / CHECKSUMS_NAME).read_text().split("\n")
-        checksums = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in listing if line.strip()}
+        checksums = read_checksums(Path(model))
         target = dest / f"{index:02d}-{safe_name(Path(model).resolve().name)}"
         for name in sorted({*BUNDLE_FILES, *checksums}):
             if (Path(model) / name).is_file():
