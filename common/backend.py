@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from eyegc.common.bundle_config import BundleConfig, FoldRecord
 from eyegc.common.plugin import Case, TaskPlugin
+from eyegc.common.ranks import SINGLE_PROCESS, Ranks
 
 if TYPE_CHECKING:  # annotations only: the registry imports this module, and `eyegc --help` needs no torch
     import numpy as np
@@ -63,6 +64,8 @@ class TrainConfig:
     jobs: int = 1
     #: a missing ground-truth class folder, or a class no training case shows, is no error (``--allow-missing-class``).
     allow_missing_class: bool = False
+    #: where augmentation runs: "batched" (on the device) or "per-sample" (CPU); ``None``: batched.
+    augmentation: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -94,6 +97,8 @@ class FoldJob:
     cfg: TrainConfig
     callbacks: Sequence[EpochCallback]
     finished: FoldFinished
+    #: this process among the torchrun processes (one process: rank 0 of 1).
+    ranks: Ranks = SINGLE_PROCESS
 
 
 @runtime_checkable
@@ -104,6 +109,8 @@ class TrainingBackend(Protocol):
     name: str
     #: Each fold's checkpoint file (``fold_<k>/<name>``): a run holding one can be resumed.
     checkpoint_name: str
+    #: Trains under torchrun, one fold at a time across the ranks (``FoldJob.ranks``).
+    distributed: bool
 
     def check_settings(self, plugin: TaskPlugin, cfg: TrainConfig) -> None:
         """Refuse settings or tasks this backend cannot train, before anything is read (EyegcError)."""

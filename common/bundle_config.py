@@ -10,7 +10,7 @@ Format history:
 
 - ``eyegc-bundle/1``: the first format; ``backend`` absent meant torch.
 - ``eyegc-bundle/2``: ``backend`` always written; a task's own postprocessing settings under
-  ``postprocessing.task_options``; every key validated on load.
+  ``postprocessing.task_options``; ``training.augmentation``; every key validated on load.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ class TrainingSettings(_Section):
     class_weights: list[float] | None = None
     patches_per_image: int
     elastic_probability: float = 0.15
+    #: ``batched`` (on the training device) or ``per-sample`` (on the CPU): eyegc.common.augmentation.
+    augmentation: str = "batched"
     validate_every: int = 1
     seed: int = 0
     pretrained: str | None = None
@@ -226,14 +228,18 @@ class BundleConfig(_Section):
 
 
 def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
-    """1 -> 2: the backend becomes explicit (a format-1 bundle without one was trained with torch), and
-    a task's own postprocessing keys (GOALS' ``anatomical``) move into ``postprocessing.task_options``."""
+    """1 -> 2: the backend becomes explicit (a format-1 bundle without one was trained with torch),
+    a task's own postprocessing keys (GOALS' ``anatomical``) move into ``postprocessing.task_options``,
+    and the augmentation it trained with is named (``per-sample``)."""
     post = dict(data.get("postprocessing") or {})
     shared = set(Postprocessing.model_fields) - {"task_options"}
     own = {key: post.pop(key) for key in sorted(set(post) - shared)}
     if own:
         post["task_options"] = {**post.get("task_options", {}), **own}
-    return {**data, "backend": data.get("backend", "torch"), "postprocessing": post}
+    upgraded = {**data, "backend": data.get("backend", "torch"), "postprocessing": post}
+    if isinstance(data.get("training"), dict):  # format 1 augmented every patch on the CPU; a resumed run still does
+        upgraded["training"] = {"augmentation": "per-sample", **data["training"]}
+    return upgraded
 
 
 #: format N -> the step that turns its dict into format N + 1.

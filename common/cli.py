@@ -15,12 +15,15 @@ from typing import Any
 from eyegc.common.errors import EyegcError, user_error_message
 from eyegc.common.interrupts import Terminated, exit_status, stop_signals_unwind
 from eyegc.common.options import (
+    AUGMENTATIONS,
     DEMO_OPTIONS,
     GC_TRY_OPTIONS,
+    LAUNCH_OPTIONS,
     SAMPLE_DATA_OPTIONS,
     TRAIN_OPTIONS,
 )
 from eyegc.common.outputs import OutputKind, check_output_path, check_outputs
+from eyegc.common.ranks import LaunchOptions, Ranks, ranks_from_environment
 from eyegc.common.registry import available_backends, plugin_verbs
 
 __all__ = ["build_parser", "main"]
@@ -58,11 +61,10 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from eyegc.common.registry import get_task
-    from eyegc.common.training import TrainConfig, has_checkpoint, train
+def _train_config(args: argparse.Namespace) -> Any:
+    from eyegc.common.training import TrainConfig
 
-    cfg = TrainConfig(
+    return TrainConfig(
         model=args.model,
         network_kwargs=_json_object(args.network_kwargs, "--network-kwargs") if args.network_kwargs else None,
         folds=args.folds,
@@ -86,10 +88,55 @@ def _cmd_train(args: argparse.Namespace) -> int:
         validate_every=args.validate_every,
         jobs=args.jobs,
         allow_missing_class=args.allow_missing_class,
+        augmentation=args.augmentation,
         extra={"input_size": args.input_size} if args.input_size else {},
     )
+
+
+#: ``eyegc train``'s options that go to torchrun, not to each training process.
+_LAUNCH_FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def _without_launch_options(argv: Sequence[str]) -> list[str]:
+    """``argv`` less the torchrun options (each process runs the rest)."""
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _LAUNCH_FLAGS:
+            skip = True
+        elif not token.startswith(tuple(f"{flag}=" for flag in _LAUNCH_FLAGS)):
+            kept.append(token)
+    return kept
+
+
+def _launch_training(args: argparse.Namespace, options: LaunchOptions) -> int:
+    """``eyegc train`` once per process under torchrun, after the checks a bad request fails."""
+    from eyegc.common.distributed import launch
+    from eyegc.common.registry import get_task
+    from eyegc.common.training import check_train_request
+
+    world = options.nproc_per_node * options.nnodes
+    ranks = Ranks(rank=options.node_rank * options.nproc_per_node, world=world)
+    check_train_request(get_task(args.task), args.out, args.data, _train_config(args), args.resume, ranks)
+    launch(options, _without_launch_options(args.argv))
+    if options.node_rank == 0:
+        _print_run_summary(args.out)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from eyegc.common.registry import get_task
+    from eyegc.common.training import has_checkpoint, train
+
+    options = LaunchOptions(
+        args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr or "127.0.0.1", args.master_port
+    )
+    if options.wanted:
+        return _launch_training(args, options)
     try:
-        run = train(get_task(args.task), args.data, args.out, cfg, resume=args.resume)
+        run = train(get_task(args.task), args.data, args.out, _train_config(args), resume=args.resume)
     except KeyboardInterrupt as interrupt:
         # train() deletes a fresh run interrupted before its first checkpoint: only a checkpoint can be resumed.
         if has_checkpoint(args.out):
@@ -98,7 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             hint = "nothing was written before the first checkpoint; run the same command again to start over"
         print(f"\ninterrupted; {hint}", file=sys.stderr)
         return exit_status(interrupt)
-    _print_run_summary(run)
+    if not ranks_from_environment().distributed:  # under torchrun the launching command prints it, once
+        _print_run_summary(run)
     return 0
 
 
@@ -333,7 +381,32 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         "a missing ground-truth class folder, or a class no training case shows, is no error: train anyway "
         "(recorded in bundle.json)",
     )
+    p.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        help="batched: flips, rotations, elastic and intensity on whole batches on the device (default); "
+        "per-sample: every transform per patch on the CPU",
+    )
+    _add_launch_options(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_launch_options(p: argparse.ArgumentParser) -> None:
+    """torchrun's options: several processes (GPUs, nodes) train each fold with DistributedDataParallel."""
+    group = p.add_argument_group("several processes (torchrun, DistributedDataParallel)")
+    rule = LAUNCH_OPTIONS
+    group.add_argument(
+        "--nproc-per-node",
+        type=rule["nproc_per_node"].argparse_type(),
+        default=1,
+        help="training processes on this machine, one per GPU (CPU: gloo)",
+    )
+    group.add_argument("--nnodes", type=rule["nnodes"].argparse_type(), default=1, help="machines (default 1)")
+    group.add_argument("--node-rank", type=rule["node_rank"].argparse_type(), default=0, help="this machine's index")
+    group.add_argument("--master-addr", help="address of node 0 (default 127.0.0.1)")
+    group.add_argument(
+        "--master-port", type=rule["master_port"].argparse_type(), default=29500, help="port on node 0 (29500)"
+    )
 
 
 def _add_scoring_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
@@ -480,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eyegc: error: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         with stop_signals_unwind():
             return int(args.func(args))

@@ -273,6 +273,17 @@ TRAIN_OPTIONS: dict[str, Rule] = {
     "input_size": NumberListRule("--input-size", NumberRule("--input-size", int, 1), count=2, names="H,W"),
 }
 
+#: training augmentation pipelines by name (``--augmentation``; eyegc.common.augmentation), the default first.
+AUGMENTATIONS: tuple[str, ...] = ("batched", "per-sample")
+
+#: torchrun's options as ``eyegc train`` takes them (``LaunchOptions`` fields).
+LAUNCH_OPTIONS: dict[str, Rule] = {
+    "nproc_per_node": NumberRule("--nproc-per-node", int, 1),
+    "nnodes": NumberRule("--nnodes", int, 1),
+    "node_rank": NumberRule("--node-rank", int, 0),
+    "master_port": NumberRule("--master-port", int, 1, 65535),
+}
+
 #: ``write_sample_data`` argument -> rule; ``eyegc sample-data`` options.
 SAMPLE_DATA_OPTIONS: dict[str, Rule] = {
     "cases": NumberRule("--cases", int, 1),

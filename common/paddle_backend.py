@@ -530,6 +530,8 @@ class PaddleBackend:
 
     name: str = "paddle"
     checkpoint_name: str = PADDLE_CHECKPOINT_NAME
+    #: one process: paddle's own distributed training is not wired (torchrun is torch's).
+    distributed: bool = False
 
     def check_settings(self, plugin: TaskPlugin, cfg: TrainConfig) -> None:
         """Classification tasks only, folds one after another, paddle installed, a device paddle has."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from eyegc.common.augmentation import DEFAULT_AUGMENTATION, check_augmentation
 from eyegc.common.backend import EpochCallback, FoldFinished, FoldJob, TrainConfig, TrainingBackend, TrainingData
 from eyegc.common.bundle import (
     CONFIG_NAME,
@@ -38,6 +39,7 @@ from eyegc.common.bundle import (
 from eyegc.common.bundle_config import (
     DEFAULT_THRESHOLD,
     BundleConfig,
+    DataFingerprint,
     FoldRecord,
     NetworkSpec,
     Postprocessing,
@@ -45,13 +47,16 @@ from eyegc.common.bundle_config import (
     TrainingSettings,
 )
 from eyegc.common.datafiles import check_training_classes
+from eyegc.common.distributed import barrier, on_main, start_process_group, stop_process_group
 from eyegc.common.errors import EyegcError
+from eyegc.common.inference import resolve_device
 from eyegc.common.losses import build_loss
 from eyegc.common.networks import CLASSIFIERS, NETWORKS, check_network_kwargs
 from eyegc.common.options import TRAIN_OPTIONS, check_options
 from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import Case, TaskKind, TaskPlugin
 from eyegc.common.preprocessing import CLAHE_SPACES, prepare_image, prepare_target
+from eyegc.common.ranks import SINGLE_PROCESS, Ranks, ranks_from_environment
 from eyegc.common.registry import available_backends, get_backend, look_up_option
 from eyegc.common.tuning import tune
 from sklearn.model_selection import KFold
@@ -65,6 +70,7 @@ __all__ = [
     "TrainConfig",
     "TrainingData",
     "check_train_config",
+    "check_train_request",
     "has_checkpoint",
     "load_training_data",
     "make_splits",
@@ -190,6 +196,7 @@ def _resolve_training(plugin: TaskPlugin, cfg: TrainConfig, head_classes: list[i
         pretrained=cfg.pretrained,
         metric=plugin.metric.primary,
         allow_missing_class=bool(cfg.allow_missing_class),
+        augmentation=check_augmentation(cfg.augmentation or DEFAULT_AUGMENTATION),
     )
 
 
@@ -401,24 +408,59 @@ def train(
             unknown network arguments, bad data, or a run folder that cannot be used.
     """
     cfg = cfg or TrainConfig()
-    check_train_config(cfg)  # before anything is read or written: a bad number is the whole message
     run, data_root = Path(run), Path(data_root)
-    check_output_path(run, "--out", OutputKind.FOLDER, [("--data", data_root), ("--pretrained", cfg.pretrained)])
+    ranks = ranks_from_environment()
+    backend = check_train_request(plugin, run, data_root, cfg, resume, ranks)
     if cfg.jobs > 1 and callbacks:
         raise EyegcError("epoch callbacks run in the training process: train with jobs=1 to use them")
+    if ranks.distributed:
+        start_process_group(ranks, resolve_device(cfg.device))
+    try:
+        config = on_main(ranks, lambda: _prepare_run(plugin, run, cfg, resume, backend))
+        return _run(plugin, data_root, run, cfg, config, backend, callbacks, ranks)
+    except BaseException:
+        # A new run that failed (or was interrupted) before its first checkpoint leaves nothing behind.
+        if ranks.main and not resume and run.is_dir() and not any(run.glob(f"fold_*/{backend.checkpoint_name}")):
+            shutil.rmtree(run, ignore_errors=True)
+        raise
+    finally:
+        stop_process_group()
+
+
+def check_train_request(
+    plugin: TaskPlugin, run: Path, data_root: Path, cfg: TrainConfig, resume: bool, ranks: Ranks
+) -> TrainingBackend:
+    """Everything about a training request that can be refused before any data is read: the
+    settings' ranges, the output folder, the backend and the processes. ``eyegc train`` asks this
+    before it starts torchrun, so a bad request is one line, not one line per process.
+
+    Returns:
+        The backend that will train (the run's own on resume).
+
+    Raises:
+        EyegcError: the first problem, naming the option and the fix.
+    """
+    check_train_config(cfg)  # before anything is read or written: a bad number is the whole message
+    check_output_path(run, "--out", OutputKind.FOLDER, [("--data", data_root), ("--pretrained", cfg.pretrained)])
     name = cfg.backend
     if resume and (run / CONFIG_NAME).is_file():
         name = read_config(run).backend
     backend = get_backend(name)
     backend.check_settings(plugin, cfg)
-    config = _prepare_run(plugin, run, cfg, resume, backend)
-    try:
-        return _run(plugin, data_root, run, cfg, config, backend, callbacks)
-    except BaseException:
-        # A new run that failed (or was interrupted) before its first checkpoint leaves nothing behind.
-        if not resume and run.is_dir() and not any(run.glob(f"fold_*/{backend.checkpoint_name}")):
-            shutil.rmtree(run, ignore_errors=True)
-        raise
+    if ranks.distributed:
+        if not backend.distributed:
+            raise EyegcError(f"the {backend.name} backend trains in one process: drop --nproc-per-node and --nnodes")
+        if cfg.jobs > 1:
+            raise EyegcError("--jobs places folds side by side in one process; with --nproc-per-node use --jobs 1")
+        batch = cfg.batch_size or plugin.defaults.batch_size
+        if resume and (run / CONFIG_NAME).is_file():
+            batch = read_config(run).training.batch_size
+        if batch % ranks.world:
+            raise EyegcError(
+                f"a batch of {batch} patches does not split evenly over {ranks.world} processes; "
+                f"use a --batch-size that is a multiple of {ranks.world}"
+            )
+    return backend
 
 
 def _folds_to_train(
@@ -448,36 +490,45 @@ def _run(
     config: BundleConfig,
     backend: TrainingBackend,
     callbacks: Sequence[EpochCallback],
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> Path:
     t = config.training
     allow_missing_class = t.allow_missing_class
     cases = plugin.list_cases(data_root, "train", allow_missing_class=allow_missing_class)
-    splits, todo = _folds_to_train(run, [c.case_id for c in cases], config, cfg.fold, data_root)
-    fingerprint = cases_fingerprint(cases, data_root)
-    check_same_data(config, fingerprint, data_root, "resume")
+
+    def split_and_fingerprint() -> tuple[list[dict[str, list[str]]], list[int], DataFingerprint]:
+        splits, todo = _folds_to_train(run, [c.case_id for c in cases], config, cfg.fold, data_root)
+        fingerprint = cases_fingerprint(cases, data_root)
+        check_same_data(config, fingerprint, data_root, "resume")
+        return splits, todo, fingerprint
+
+    splits, todo, fingerprint = on_main(ranks, split_and_fingerprint)
     data = load_training_data(plugin, cases, config.preprocessing)
     absent = check_training_classes(plugin, data.targets.values(), data_root, allow_missing_class)
     if absent:
         t.classes_without_ground_truth = absent
         note = f"note: training without ground truth for class(es) {', '.join(absent)} (--allow-missing-class)"
-        tqdm.write(note, file=sys.stderr)
+        if ranks.main:
+            tqdm.write(note, file=sys.stderr)
     backend.check_network(config, data, cfg.device)
-    run.mkdir(parents=True, exist_ok=True)
-    if not (run / SPLITS_NAME).is_file():
-        (run / SPLITS_NAME).write_text(json.dumps(splits, indent=1) + "\n")
     config.data_fingerprint = fingerprint
     t.data_root = str(data_root.resolve())
-    save_config_keeping_signature(run, config)
+    if ranks.main:
+        run.mkdir(parents=True, exist_ok=True)
+        if not (run / SPLITS_NAME).is_file():
+            (run / SPLITS_NAME).write_text(json.dumps(splits, indent=1) + "\n")
+        save_config_keeping_signature(run, config)
     todo = [f for f in todo if f not in config.folds or config.folds[f].epochs_done < t.epochs]
 
     def finished(fold: int, record: FoldRecord, seconds: float) -> None:
         config.record_fold(fold, record.model_copy(update={"seconds": round(seconds, 1)}))
         save_signed_config(run, config, fresh=[record.weights])
 
-    backend.train_folds(FoldJob(plugin, run, config, data, splits, todo, cfg, callbacks, finished))
+    backend.train_folds(FoldJob(plugin, run, config, data, splits, todo, cfg, callbacks, finished, ranks))
     tunable = plugin.kind in (TaskKind.MULTILABEL_SEGMENTATION, TaskKind.CLASSIFICATION)
-    if len(config.folds) == len(splits) and cfg.tune and tunable:
+    if ranks.main and len(config.folds) == len(splits) and cfg.tune and tunable:
         tune(plugin, run, data_root)
-    else:
+    elif ranks.main:
         write_checksums(run)
+    barrier(ranks)
     return run

@@ -82,6 +82,7 @@ def test_saving_an_upgraded_bundle_writes_the_current_format_and_predicts_the_sa
         "preprocessing.input_size",
         "postprocessing.task_options",
         "training.classes_without_ground_truth",
+        "training.augmentation",
     }
     assert _paths(before) <= _paths(written)
     leaves = {path for path in _paths(before) if not isinstance(_at(before, path), dict) or not _at(before, path)}

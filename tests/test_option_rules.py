@@ -20,6 +20,7 @@ from eyegc.common.cli import build_parser, main
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.options import (
     DEMO_OPTIONS,
+    LAUNCH_OPTIONS,
     SAMPLE_DATA_OPTIONS,
     TRAIN_OPTIONS,
     NumberRule,
@@ -49,6 +50,10 @@ BAD_VALUES: dict[tuple[str, str], list[str]] = {
     ("train", "--class-weights"): ["0,0", "-1,1", "1,nan", "1,inf", "a,b", "1,,2"],
     ("train", "--validate-every"): INT_AT_LEAST_1,
     ("train", "--jobs"): INT_AT_LEAST_1,
+    ("train", "--nproc-per-node"): INT_AT_LEAST_1,
+    ("train", "--nnodes"): INT_AT_LEAST_1,
+    ("train", "--node-rank"): ["-1", "1.5", "x"],
+    ("train", "--master-port"): ["0", "65536", "1.5", "x"],
     ("train", "--seed"): SEEDS,
     ("train", "--clahe-clip"): ["0", "-0.1", "1.5", "nan", "inf"],
     ("train", "--input-size"): ["64", "0,64", "64,-1", "64,64,64", "64.5,64", "x,y"],
@@ -64,7 +69,7 @@ BAD_VALUES: dict[tuple[str, str], list[str]] = {
     ("thickness-model", "--seed"): SEEDS,
 }
 TABLES: dict[str, dict[str, Rule]] = {
-    "train": TRAIN_OPTIONS,
+    "train": {**TRAIN_OPTIONS, **LAUNCH_OPTIONS},
     "demo": DEMO_OPTIONS,
     "sample-data": SAMPLE_DATA_OPTIONS,
     "thickness-model": THICKNESS_OPTIONS,
