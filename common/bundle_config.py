@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from eyegc.common.errors import BundleError
 from eyegc.common.plugin import TaskKind
@@ -63,9 +63,14 @@ def _number_rule(allowed: str, in_range: Callable[[float], bool]) -> Callable[[A
     """A before-validator refusing anything but a number (no bool, no string) for which ``in_range`` holds."""
 
     def check(value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not in_range(float(value)):
+        try:
+            allowed_number = not isinstance(value, bool) and isinstance(value, (int, float)) and in_range(float(value))
+        except OverflowError:  # an integer beyond any float
+            allowed_number = False
+        if not allowed_number:
+            shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
             raise PydanticCustomError(
-                _SETTING_ERROR, "must be {allowed}, got {value}", {"allowed": allowed, "value": repr(value)}
+                _SETTING_ERROR, "must be {allowed}, got {value}", {"allowed": allowed, "value": shown}
             )
         return value
 
@@ -108,17 +113,17 @@ class Preprocessing(_Section):
 class TrainingSettings(_Section):
     """The resolved ``eyegc train`` settings a run was trained (and is resumed) with."""
 
-    folds: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
+    folds: Annotated[int, Field(ge=2)]
+    epochs: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    learning_rate: Annotated[float, Field(gt=0)]
     loss: str
     class_weights: list[float] | None = None
-    patches_per_image: int
-    elastic_probability: float = 0.15
+    patches_per_image: Annotated[int, Field(ge=1)]
+    elastic_probability: Annotated[float, Field(ge=0, le=1)] = 0.15
     #: ``batched`` (on the training device) or ``per-sample`` (on the CPU): eyegc.common.augmentation.
-    augmentation: str = "batched"
-    validate_every: int = 1
+    augmentation: Literal["batched", "per-sample"] = "batched"
+    validate_every: Annotated[int, Field(ge=1)] = 1
     seed: int = 0
     pretrained: str | None = None
     #: the leaderboard metric that picks each fold's best epoch.
@@ -231,7 +236,10 @@ def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
     """1 -> 2: the backend becomes explicit (a format-1 bundle without one was trained with torch),
     a task's own postprocessing keys (GOALS' ``anatomical``) move into ``postprocessing.task_options``,
     and the augmentation it trained with is named (``per-sample``)."""
-    post = dict(data.get("postprocessing") or {})
+    post = data.get("postprocessing")
+    if not isinstance(post, dict):
+        return {**data, "backend": data.get("backend", "torch")}  # the schema names what is wrong
+    post = dict(post)
     shared = set(Postprocessing.model_fields) - {"task_options"}
     own = {key: post.pop(key) for key in sorted(set(post) - shared)}
     if own:
@@ -249,7 +257,11 @@ _UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_for
 def _format_version(data: dict[str, Any], source: str) -> int:
     stated = data.get("format")
     prefix, _, number = str(stated).partition("/")
-    if prefix != "eyegc-bundle" or not number.isdigit() or not 1 <= int(number) <= SCHEMA_VERSION:
+    if (
+        prefix != "eyegc-bundle"
+        or not (number.isascii() and number.isdigit())
+        or not 1 <= int(number) <= SCHEMA_VERSION
+    ):
         raise BundleError(
             f"{source} has format {stated!r}; this eyegc reads eyegc-bundle/1 to {BUNDLE_FORMAT} "
             "(a newer eyegc wrote it: upgrade eyegc)"

@@ -97,6 +97,15 @@ def _train_config(args: argparse.Namespace) -> Any:
 _LAUNCH_FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port")
 
 
+def _launch_flag(token: str) -> str | None:
+    """The torchrun option ``token`` names, in full or abbreviated as argparse allows (``--nproc 2``)."""
+    name = token.partition("=")[0]
+    if len(name) < 3 or not name.startswith("--"):
+        return None
+    matches = [flag for flag in _LAUNCH_FLAGS if flag.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def _without_launch_options(argv: Sequence[str]) -> list[str]:
     """``argv`` less the torchrun options (each process runs the rest)."""
     kept: list[str] = []
@@ -104,23 +113,55 @@ def _without_launch_options(argv: Sequence[str]) -> list[str]:
     for token in argv:
         if skip:
             skip = False
-        elif token in _LAUNCH_FLAGS:
-            skip = True
-        elif not token.startswith(tuple(f"{flag}=" for flag in _LAUNCH_FLAGS)):
+        elif _launch_flag(token) is None:
             kept.append(token)
+        else:
+            skip = "=" not in token  # "--nnodes 2" takes the next token, "--nnodes=2" does not
     return kept
+
+
+def _interrupted_hint(args: argparse.Namespace) -> str:
+    from eyegc.common.training import has_checkpoint
+
+    # train() deletes a fresh run stopped before its first checkpoint: only a checkpoint can be resumed.
+    if has_checkpoint(args.out):
+        return f"continue with: eyegc train {args.task} --data {args.data} --out {args.out} --resume"
+    return "nothing was written before the first checkpoint; run the same command again to start over"
+
+
+def _check_launch(options: LaunchOptions, device: str) -> None:
+    """What torchrun would hang on or fail at with a traceback, as one line."""
+    import torch
+
+    if options.node_rank >= options.nnodes:
+        raise EyegcError(f"--node-rank {options.node_rank} must be below --nnodes {options.nnodes} (0 to nnodes - 1)")
+    if options.nnodes > 1 and options.master_addr in ("127.0.0.1", "localhost"):
+        raise EyegcError("with --nnodes above 1, give --master-addr: the address of node 0 that every node reaches")
+    on_gpus = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if on_gpus and options.nproc_per_node > torch.cuda.device_count():
+        raise EyegcError(
+            f"--nproc-per-node {options.nproc_per_node} exceeds the {torch.cuda.device_count()} GPU(s) here: "
+            "one process per GPU"
+        )
 
 
 def _launch_training(args: argparse.Namespace, options: LaunchOptions) -> int:
     """``eyegc train`` once per process under torchrun, after the checks a bad request fails."""
-    from eyegc.common.distributed import launch
+    from eyegc.common.distributed import TrainingProcessFailed, launch
     from eyegc.common.registry import get_task
     from eyegc.common.training import check_train_request
 
+    _check_launch(options, args.device)
     world = options.nproc_per_node * options.nnodes
     ranks = Ranks(rank=options.node_rank * options.nproc_per_node, world=world)
     check_train_request(get_task(args.task), args.out, args.data, _train_config(args), args.resume, ranks)
-    launch(options, _without_launch_options(args.argv))
+    try:
+        launch(options, _without_launch_options(args.argv))
+    except TrainingProcessFailed as failed:
+        raise EyegcError(f"{failed}; {_interrupted_hint(args)}") from None
+    except KeyboardInterrupt as interrupt:
+        print(f"\ninterrupted; {_interrupted_hint(args)}", file=sys.stderr)
+        return exit_status(interrupt)
     if options.node_rank == 0:
         _print_run_summary(args.out)
     return 0
@@ -128,24 +169,22 @@ def _launch_training(args: argparse.Namespace, options: LaunchOptions) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from eyegc.common.registry import get_task
-    from eyegc.common.training import has_checkpoint, train
+    from eyegc.common.training import train
 
     options = LaunchOptions(
         args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr or "127.0.0.1", args.master_port
     )
+    under_torchrun = ranks_from_environment().distributed
+    if options.wanted and under_torchrun:
+        raise EyegcError("this process already runs under torchrun: drop --nproc-per-node and --nnodes")
     if options.wanted:
         return _launch_training(args, options)
     try:
         run = train(get_task(args.task), args.data, args.out, _train_config(args), resume=args.resume)
     except KeyboardInterrupt as interrupt:
-        # train() deletes a fresh run interrupted before its first checkpoint: only a checkpoint can be resumed.
-        if has_checkpoint(args.out):
-            hint = f"continue with: eyegc train {args.task} --data {args.data} --out {args.out} --resume"
-        else:
-            hint = "nothing was written before the first checkpoint; run the same command again to start over"
-        print(f"\ninterrupted; {hint}", file=sys.stderr)
+        print(f"\ninterrupted; {_interrupted_hint(args)}", file=sys.stderr)
         return exit_status(interrupt)
-    if not ranks_from_environment().distributed:  # under torchrun the launching command prints it, once
+    if not under_torchrun:  # under torchrun the launching command prints it, once
         _print_run_summary(run)
     return 0
 

@@ -19,11 +19,13 @@ import torch
 import torch.distributed as dist
 from eyegc.common.errors import EyegcError
 from eyegc.common.ranks import LaunchOptions, Ranks
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import get_args_parser, run
 
 __all__ = [
     "GlobalBatchLoss",
+    "TrainingProcessFailed",
     "barrier",
     "broadcast_from_main",
     "gather_to_main",
@@ -31,6 +33,7 @@ __all__ = [
     "on_main",
     "start_process_group",
     "stop_process_group",
+    "sync_buffers",
 ]
 
 T = TypeVar("T")
@@ -43,15 +46,30 @@ def start_process_group(ranks: Ranks, device: torch.device) -> torch.device:
     if not ranks.distributed:
         return device
     if device.type == "cuda":
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise EyegcError(
+                f"process {ranks.local_rank} of this machine has no GPU of its own ({torch.cuda.device_count()} "
+                "here): use at most one --nproc-per-node per GPU"
+            )
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world, timeout=COLLECTIVE_TIMEOUT)
+        global _object_group
+        # Pickled objects (validation predictions, checkpoints) travel over gloo, in host memory: over
+        # nccl they would be staged on the GPU, world times the largest, beside the model.
+        _object_group = dist.new_group(backend="gloo") if backend == "nccl" else None
     return device
 
 
+#: the gloo group that carries pickled objects when the training group is nccl (None: the default group).
+_object_group: Any = None
+
+
 def stop_process_group() -> None:
+    global _object_group
+    _object_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -67,7 +85,7 @@ def broadcast_from_main(ranks: Ranks, value: T) -> T:
     if not ranks.distributed:
         return value
     box = [value if ranks.main else None]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_object_group)
     return box[0]
 
 
@@ -76,8 +94,15 @@ def gather_to_main(ranks: Ranks, value: Any) -> list[Any] | None:
     if not ranks.distributed:
         return [value]
     gathered: list[Any] | None = [None] * ranks.world if ranks.main else None
-    dist.gather_object(value, gathered, dst=0)
+    dist.gather_object(value, gathered, dst=0, group=_object_group)
     return gathered
+
+
+def sync_buffers(ranks: Ranks, module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank."""
+    if ranks.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def _failure_line(error: ChildFailedError) -> str:
@@ -85,6 +110,10 @@ def _failure_line(error: ChildFailedError) -> str:
     rank, failure = error.get_first_failure()
     signal_name = failure.signal_name() if failure.exitcode < 0 else ""
     return f"rank {rank} failed ({f'signal {signal_name}' if signal_name else f'exit {failure.exitcode}'})"
+
+
+class TrainingProcessFailed(EyegcError):
+    """A training process under torchrun ended with an error; torchrun stopped the others."""
 
 
 def launch(options: LaunchOptions, module_args: Sequence[str]) -> None:
@@ -97,11 +126,11 @@ def launch(options: LaunchOptions, module_args: Sequence[str]) -> None:
     args = get_args_parser().parse_args([*options.torchrun_args(), "-m", "eyegc.common.cli", *module_args])
     try:
         run(args)
+    except SignalException as signalled:  # torchrun's own handlers turn Ctrl-C and SIGTERM into this
+        raise KeyboardInterrupt(str(signalled.sigval)) from None
     except ChildFailedError as error:
-        raise EyegcError(
-            f"training stopped: {_failure_line(error)} and torchrun stopped the other processes; "
-            "continue with the same command and --resume"
-        ) from None
+        what = _failure_line(error)
+        raise TrainingProcessFailed(f"training stopped: {what} and torchrun stopped the others") from None
     except (RuntimeError, pickle.PicklingError, OSError) as error:
         raise EyegcError(f"torchrun could not start the training processes: {str(error).splitlines()[0]}") from None
 

@@ -26,7 +26,13 @@ from eyegc.common.augmentation import AugmentationSpec, BatchAugmentation
 from eyegc.common.backend import EpochCallback, FoldFinished
 from eyegc.common.bundle import CONFIG_NAME, WEIGHTS_NAME, build_from_config
 from eyegc.common.bundle_config import BundleConfig, FoldRecord, Postprocessing
-from eyegc.common.distributed import GlobalBatchLoss, broadcast_from_main, gather_to_main, start_process_group
+from eyegc.common.distributed import (
+    GlobalBatchLoss,
+    broadcast_from_main,
+    gather_to_main,
+    start_process_group,
+    sync_buffers,
+)
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.inference import predict_with_tta, resolve_device
 from eyegc.common.losses import build_loss
@@ -336,7 +342,7 @@ def train_step(
     return float(loss.detach())
 
 
-#: how far apart the ranks' random streams start (ranks draw different patches; rank 0 as one process).
+#: how far apart the ranks' random streams start, so that the ranks draw different patches.
 RANK_SEED_STRIDE = 7919
 
 
@@ -363,11 +369,17 @@ class FoldSteps:
         self.network = build_from_config(config)
         if t.pretrained:
             load_pretrained(self.network, Path(t.pretrained))
+        if ranks.distributed and device.type == "cuda":
+            # Batch-norm statistics over the global batch, as one process would compute them
+            # (SyncBatchNorm needs CUDA; on the CPU each rank normalises its own share).
+            self.network = nn.SyncBatchNorm.convert_sync_batchnorm(self.network)
         self.network.to(device)
         self.model: nn.Module = self.network
         if ranks.distributed:
             device_ids = [device.index] if device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.network, device_ids=device_ids)
+            # static_graph: some networks compute outputs they do not return (BasicUNetPlusPlus without
+            # deep supervision), whose parameters then get no gradient; DDP must know the graph is fixed.
+            self.model = DistributedDataParallel(self.network, device_ids=device_ids, static_graph=True)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=t.learning_rate, weight_decay=1e-4)
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(self.optimizer, total_iters=t.epochs, power=0.9)
         self.loss_fn = GlobalBatchLoss(build_loss(t.loss, plugin.kind, t.class_weights, config.head_classes), ranks)
@@ -481,6 +493,7 @@ def _train_fold(
         for epoch in progress:
             loss = steps.epoch(base_seed * 10007 + epoch)
             score = float("nan")
+            sync_buffers(ranks, steps.network)  # every rank validates rank 0's model (batch-norm statistics)
             if (epoch + 1) % validate_every == 0 or epoch + 1 == t.epochs:
                 score = _validate(plugin, steps.network, data, split["val"], config, device, ranks)[0]
             if ranks.main:

@@ -47,7 +47,7 @@ from eyegc.common.bundle_config import (
     TrainingSettings,
 )
 from eyegc.common.datafiles import check_training_classes
-from eyegc.common.distributed import barrier, on_main, start_process_group, stop_process_group
+from eyegc.common.distributed import on_main, start_process_group, stop_process_group
 from eyegc.common.errors import EyegcError
 from eyegc.common.inference import resolve_device
 from eyegc.common.losses import build_loss
@@ -416,13 +416,15 @@ def train(
     if ranks.distributed:
         start_process_group(ranks, resolve_device(cfg.device))
     try:
+        # Refused here (a folder that is not empty, another task's run), nothing of the user's is touched.
         config = on_main(ranks, lambda: _prepare_run(plugin, run, cfg, resume, backend))
-        return _run(plugin, data_root, run, cfg, config, backend, callbacks, ranks)
-    except BaseException:
-        # A new run that failed (or was interrupted) before its first checkpoint leaves nothing behind.
-        if ranks.main and not resume and run.is_dir() and not any(run.glob(f"fold_*/{backend.checkpoint_name}")):
-            shutil.rmtree(run, ignore_errors=True)
-        raise
+        try:
+            return _run(plugin, data_root, run, cfg, config, backend, callbacks, ranks)
+        except BaseException:
+            # A new run that failed (or was interrupted) before its first checkpoint leaves nothing behind.
+            if ranks.main and not resume and run.is_dir() and not any(run.glob(f"fold_*/{backend.checkpoint_name}")):
+                shutil.rmtree(run, ignore_errors=True)
+            raise
     finally:
         stop_process_group()
 
@@ -526,9 +528,9 @@ def _run(
 
     backend.train_folds(FoldJob(plugin, run, config, data, splits, todo, cfg, callbacks, finished, ranks))
     tunable = plugin.kind in (TaskKind.MULTILABEL_SEGMENTATION, TaskKind.CLASSIFICATION)
+    # The other ranks are done: they leave while rank 0 tunes (however long that takes).
     if ranks.main and len(config.folds) == len(splits) and cfg.tune and tunable:
         tune(plugin, run, data_root)
     elif ranks.main:
         write_checksums(run)
-    barrier(ranks)
     return run

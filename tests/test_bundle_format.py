@@ -129,6 +129,14 @@ def test_explicit_backend_of_format_1_is_kept() -> None:
         (lambda d: d["training"].update(epochs="many"), "training.epochs: Input should be a valid integer"),
         (lambda d: d.update(kind="regression"), "kind: Input should be 'multilabel_segmentation'"),
         (lambda d: d["folds"]["0"].pop("weights"), "folds.0.weights: Field required"),
+        (lambda d: d.update(postprocessing=[1]), "postprocessing: Input should be a valid dictionary"),
+        (lambda d: d.update(format="eyegc-bundle/\u00b2"), "this eyegc reads eyegc-bundle/1 to"),
+        (lambda d: d["postprocessing"]["min_component_size"].update(nv=10**400), "nv must be a whole number"),
+        (lambda d: d["training"].update(batch_size=0), "training.batch_size: Input should be greater than"),
+        (
+            lambda d: d.update(format=BUNDLE_FORMAT, training={**d["training"], "augmentation": "gpu"}),
+            "training.augmentation: Input should be 'batched' or 'per-sample'",
+        ),
     ],
 )
 def test_a_malformed_bundle_json_is_one_line_naming_the_key(edit: Any, message: str) -> None:

@@ -154,11 +154,44 @@ def test_a_killed_rank_stops_the_others_and_resume_continues(drac22_data: Path, 
     assert launcher.returncode == 2
     last = err.strip().splitlines()[-1]
     assert last == (
-        "eyegc: error: training stopped: rank 1 failed (signal SIGKILL) and torchrun stopped the other processes; "
-        "continue with the same command and --resume"
+        "eyegc: error: training stopped: rank 1 failed (signal SIGKILL) and torchrun stopped the others; "
+        f"continue with: eyegc train {PLUGIN.name} --data {drac22_data} --out {run} --resume"
     )
     assert not _rank_processes(run, 0) and not _rank_processes(run, 1)  # the launcher stopped rank 0 too
     assert main([*_train_args(drac22_data, run, 4, _free_port()), "--resume"]) == 0
     config = read_config(run)
     assert [r.epochs_done for r in config.folds.values()] == [4, 4]
     load_bundle(run, task=PLUGIN.name)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--nnodes", "2", "--node-rank", "2", "--master-addr", "10.0.0.1"], "--node-rank 2 must be below --nnodes 2"),
+        (["--nnodes", "2"], "with --nnodes above 1, give --master-addr"),
+    ],
+)
+def test_launch_options_torchrun_would_hang_on_are_one_line(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", PLUGIN.name, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_a_launch_inside_torchrun_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    args = ["train", PLUGIN.name, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
+    assert main([*args, "--nproc-per-node", "2"]) == 2
+    assert "already runs under torchrun: drop --nproc-per-node" in capsys.readouterr().err
+
+
+def test_each_process_gets_the_command_without_the_launch_options_however_spelt() -> None:
+    from eyegc.common.cli import _without_launch_options
+
+    argv = ["train", "t", "--nproc", "2", "--nnodes=1", "--master-port", "29500", "--epochs", "3", "--node-r=0"]
+    assert _without_launch_options([*argv, "--master-addr", "h"]) == ["train", "t", "--epochs", "3"]

@@ -312,3 +312,14 @@ def test_resume_with_other_input_channels_is_refused(drac22_data: Path, tmp_path
     (run / "bundle.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="trained on 3-channel input; drac22-task1 as configured reads 1"):
         train(PLUGIN, drac22_data, run, cfg, resume=True)
+
+
+def test_a_new_run_into_a_folder_that_is_not_empty_is_refused_and_the_folder_kept(
+    drac22_data: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("mine")
+    with pytest.raises(EyegcError, match="already exists and is not empty; pass --resume"):
+        train(PLUGIN, drac22_data, out, tiny_train_config(epochs=1))
+    assert (out / "chapter1.tex").read_text() == "mine"
