@@ -11,6 +11,7 @@ and rank 0 gathers the validation predictions and chooses the best epoch. nccl o
 from __future__ import annotations
 
 import pickle
+import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -112,6 +113,10 @@ def _failure_line(error: ChildFailedError) -> str:
     return f"rank {rank} failed ({f'signal {signal_name}' if signal_name else f'exit {failure.exitcode}'})"
 
 
+#: the signals torchrun's agent handles (torch.distributed.elastic.agent.server.api).
+_TORCHRUN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 class TrainingProcessFailed(EyegcError):
     """A training process under torchrun ended with an error; torchrun stopped the others."""
 
@@ -124,6 +129,8 @@ def launch(options: LaunchOptions, module_args: Sequence[str]) -> None:
             ranks and says how to continue.
     """
     args = get_args_parser().parse_args([*options.torchrun_args(), "-m", "eyegc.common.cli", *module_args])
+    # torchrun replaces the process's signal handlers with its own and leaves them there; put ours back.
+    handlers = {number: signal.getsignal(number) for number in _TORCHRUN_SIGNALS}
     try:
         run(args)
     except SignalException as signalled:  # torchrun's own handlers turn Ctrl-C and SIGTERM into this
@@ -133,6 +140,9 @@ def launch(options: LaunchOptions, module_args: Sequence[str]) -> None:
         raise TrainingProcessFailed(f"training stopped: {what} and torchrun stopped the others") from None
     except (RuntimeError, pickle.PicklingError, OSError) as error:
         raise EyegcError(f"torchrun could not start the training processes: {str(error).splitlines()[0]}") from None
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
 
 class _GatherShards(torch.autograd.Function):

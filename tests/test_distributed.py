@@ -81,7 +81,10 @@ def test_two_processes_train_a_bundle_that_predicts_like_one_process(
     drac22_data: Path, drac22_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     assert main(_train_args(drac22_data, run, 2, _free_port())) == 0
+    # torchrun's own signal handlers are gone again: Ctrl-C is a KeyboardInterrupt for the caller.
+    assert {number: signal.getsignal(number) for number in handlers} == handlers
     out = capsys.readouterr().out
     assert out.count(f"model bundle: {run}") == 1  # the launching command prints the summary, once
     # Checksums verified and each fold's weights loaded strictly into the network bundle.json describes,
