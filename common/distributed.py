@@ -27,7 +27,6 @@ from torch.distributed.run import get_args_parser, run
 __all__ = [
     "GlobalBatchLoss",
     "TrainingProcessFailed",
-    "barrier",
     "broadcast_from_main",
     "gather_to_main",
     "launch",
@@ -73,12 +72,6 @@ def stop_process_group() -> None:
     _object_group = None
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def barrier(ranks: Ranks) -> None:
-    """Wait until every rank is here."""
-    if ranks.distributed:
-        dist.barrier()
 
 
 def broadcast_from_main(ranks: Ranks, value: T) -> T:
