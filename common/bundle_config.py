@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from eyegc.common.errors import BundleError
+from eyegc.common.options import AUGMENTATIONS
 from eyegc.common.plugin import TaskKind
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -122,7 +123,7 @@ class TrainingSettings(_Section):
     patches_per_image: Annotated[int, Field(ge=1)]
     elastic_probability: Annotated[float, Field(ge=0, le=1)] = 0.15
     #: ``batched`` (on the training device) or ``per-sample`` (on the CPU): eyegc.common.augmentation.
-    augmentation: Literal["batched", "per-sample"] = "batched"
+    augmentation: Literal[AUGMENTATIONS] = AUGMENTATIONS[0]  # type: ignore[valid-type]
     validate_every: Annotated[int, Field(ge=1)] = 1
     seed: int = 0
     pretrained: str | None = None

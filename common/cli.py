@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -94,7 +95,7 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 #: ``eyegc train``'s options that go to torchrun, not to each training process.
-_LAUNCH_FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+_LAUNCH_FLAGS = tuple(f"--{field.name.replace('_', '-')}" for field in dataclasses.fields(LaunchOptions))
 
 
 def _launch_flag(token: str) -> str | None:

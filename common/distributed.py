@@ -28,6 +28,7 @@ __all__ = [
     "GlobalBatchLoss",
     "TrainingProcessFailed",
     "broadcast_from_main",
+    "end_process_group",
     "gather_to_main",
     "launch",
     "on_main",
@@ -67,7 +68,16 @@ def start_process_group(ranks: Ranks, device: torch.device) -> torch.device:
 _object_group: Any = None
 
 
+def end_process_group() -> None:
+    """Leave the group when every rank is done with it: a rank that closes its connections while
+    another still uses them can make gloo abort the other, so the ranks first meet."""
+    if dist.is_initialized():
+        dist.barrier()
+    stop_process_group()
+
+
 def stop_process_group() -> None:
+    """Leave the group at once (a failure: torchrun stops the other ranks)."""
     global _object_group
     _object_group = None
     if dist.is_initialized():

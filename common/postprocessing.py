@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from eyegc.common.bundle_config import DEFAULT_THRESHOLD, Postprocessing
+from eyegc.common.bundle_config import Postprocessing
 from eyegc.common.plugin import OwnPostprocessing, TaskKind
 from scipy import ndimage
 
 __all__ = [
-    "DEFAULT_THRESHOLD",
     "binarize",
     "plugin_postprocess",
     "postprocess",

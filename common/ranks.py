@@ -7,7 +7,7 @@ Training on several processes is :mod:`eyegc.common.distributed`'s.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from eyegc.common.errors import EyegcError
 
@@ -64,10 +64,5 @@ class LaunchOptions:
         return self.nproc_per_node * self.nnodes > 1
 
     def torchrun_args(self) -> list[str]:
-        return [
-            f"--nproc-per-node={self.nproc_per_node}",
-            f"--nnodes={self.nnodes}",
-            f"--node-rank={self.node_rank}",
-            f"--master-addr={self.master_addr}",
-            f"--master-port={self.master_port}",
-        ]
+        """The options as torchrun spells them (each field is one: ``nproc_per_node`` -> ``--nproc-per-node``)."""
+        return [f"--{field.name.replace('_', '-')}={getattr(self, field.name)}" for field in fields(self)]

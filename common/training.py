@@ -47,7 +47,7 @@ from eyegc.common.bundle_config import (
     TrainingSettings,
 )
 from eyegc.common.datafiles import check_training_classes
-from eyegc.common.distributed import on_main, start_process_group, stop_process_group
+from eyegc.common.distributed import end_process_group, on_main, start_process_group, stop_process_group
 from eyegc.common.errors import EyegcError
 from eyegc.common.inference import resolve_device
 from eyegc.common.losses import build_loss
@@ -444,19 +444,15 @@ def check_train_request(
     """
     check_train_config(cfg)  # before anything is read or written: a bad number is the whole message
     check_output_path(run, "--out", OutputKind.FOLDER, [("--data", data_root), ("--pretrained", cfg.pretrained)])
-    name = cfg.backend
-    if resume and (run / CONFIG_NAME).is_file():
-        name = read_config(run).backend
-    backend = get_backend(name)
+    previous = read_config(run) if resume and (run / CONFIG_NAME).is_file() else None
+    backend = get_backend(previous.backend if previous else cfg.backend)
     backend.check_settings(plugin, cfg)
     if ranks.distributed:
         if not backend.distributed:
             raise EyegcError(f"the {backend.name} backend trains in one process: drop --nproc-per-node and --nnodes")
         if cfg.jobs > 1:
             raise EyegcError("--jobs places folds side by side in one process; with --nproc-per-node use --jobs 1")
-        batch = cfg.batch_size or plugin.defaults.batch_size
-        if resume and (run / CONFIG_NAME).is_file():
-            batch = read_config(run).training.batch_size
+        batch = previous.training.batch_size if previous else cfg.batch_size or plugin.defaults.batch_size
         if batch % ranks.world:
             raise EyegcError(
                 f"a batch of {batch} patches does not split evenly over {ranks.world} processes; "
@@ -528,7 +524,9 @@ def _run(
 
     backend.train_folds(FoldJob(plugin, run, config, data, splits, todo, cfg, callbacks, finished, ranks))
     tunable = plugin.kind in (TaskKind.MULTILABEL_SEGMENTATION, TaskKind.CLASSIFICATION)
-    # The other ranks are done: they leave while rank 0 tunes (however long that takes).
+    # The ranks leave the group together now; rank 0 then tunes alone, however long that takes.
+    if ranks.distributed:
+        end_process_group()
     if ranks.main and len(config.folds) == len(splits) and cfg.tune and tunable:
         tune(plugin, run, data_root)
     elif ranks.main:

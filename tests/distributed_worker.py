@@ -45,5 +45,6 @@ def step_on_shard(rank: int, world: int, init_file: str, batch_file: str, out: s
         one_step(DistributedDataParallel(net), net, loss, (images[part], labels[part], None))
         if rank == 0:
             torch.save(net.state_dict(), Path(out))
+        dist.barrier()  # neither leaves while the other still talks to it (gloo aborts)
     finally:
         dist.destroy_process_group()
