@@ -270,6 +270,24 @@ class BinnedCurve:
         fpr = np.concatenate([[0.0], fps / fps[-1]])
         return float(_trapezoid(tpr, fpr))
 
+    def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
+        """The PR curve's points, ``(recall, precision)``, from recall 0 (precision 1) to the lowest threshold.
+
+        The points of ``sklearn.metrics.precision_recall_curve`` in reverse order; empty arrays when
+        there are no positives.
+        """
+        if self.positives == 0:
+            return np.zeros(0), np.zeros(0)
+        tps, fps = self._cumulative()
+        return np.concatenate([[0.0], tps / tps[-1]]), np.concatenate([[1.0], tps / (tps + fps)])
+
+    def roc(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ROC curve's points, ``(fpr, tpr)``, from (0, 0) to (1, 1); empty where :meth:`roc_auc` is NaN."""
+        if self.positives == 0 or self.negatives == 0:
+            return np.zeros(0), np.zeros(0)
+        tps, fps = self._cumulative()
+        return np.concatenate([[0.0], fps / fps[-1]]), np.concatenate([[0.0], tps / tps[-1]])
+
     def confusion_at(self, threshold_bin: int) -> Confusion:
         """Counts when predicting positive for every pixel in a bin ``>= threshold_bin``.
 

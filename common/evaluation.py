@@ -15,15 +15,19 @@ import numpy as np
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import atomic_output_file
 from eyegc.common.lazy import LazySequence
-from eyegc.common.plugin import EvaluationResult, TaskPlugin
+from eyegc.common.plugin import Case, EvaluationResult, TaskPlugin
 from tqdm import tqdm
 
 __all__ = [
     "MeanOverlapMetric",
+    "ScoredSet",
     "check_metric_lengths",
     "evaluate_predictions",
     "format_leaderboard",
+    "layer_thickness",
     "overlap_per_case",
+    "read_scored_set",
+    "score",
     "write_per_case_csv",
     "write_result_json",
 ]
@@ -70,6 +74,20 @@ def overlap_per_case(
     return dice, iou
 
 
+def layer_thickness(index_map: np.ndarray, class_index: int) -> np.ndarray:
+    """Per-column thickness of one class of a class-index map in pixels: ``(W,)`` float64 (GOALS layers).
+
+    Thickness is the number of pixels of that class in the column (a column where the layer is
+    absent has thickness 0; a layer split into several runs counts all of them).
+    """
+    array = np.asarray(index_map)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"expected an (H, W) class-index map, got shape {array.shape}")
+    return np.count_nonzero(array == class_index, axis=0).astype(np.float64)
+
+
 def _fmt(value: float) -> str:
     return "   n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
@@ -104,6 +122,76 @@ def write_per_case_csv(rows: Sequence[dict], path: Path) -> None:
             writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
 
 
+@dataclass(frozen=True)
+class ScoredSet:
+    """A prediction (folder or submission file) and the ground truth of the same cases.
+
+    Every sequence loads one case when indexed, so a pass over a full-size test set holds one case
+    at a time.
+    """
+
+    plugin: TaskPlugin
+    cases: list[Case]
+    predictions: Sequence[np.ndarray]
+    #: where the metric needs them (AUPR, AUC tasks); None otherwise.
+    probabilities: Sequence[np.ndarray] | None
+
+    @property
+    def case_ids(self) -> list[str]:
+        """The cases' ids, in the ground truth's order."""
+        return [c.case_id for c in self.cases]
+
+    @property
+    def targets(self) -> Sequence[np.ndarray]:
+        """Ground truth per case (the plugin's layout)."""
+        return LazySequence(len(self.cases), lambda i: self.plugin.read_target(self.cases[i]))
+
+    @property
+    def rois(self) -> Sequence[np.ndarray | None]:
+        """The field of view per case where the task scores only inside one, else None each."""
+        return LazySequence(len(self.cases), lambda i: self.plugin.read_roi(self.cases[i]))
+
+
+def read_scored_set(
+    plugin: TaskPlugin, pred: Path, gt_root: Path, split: str = "test", allow_missing_class: bool = False
+) -> ScoredSet:
+    """The cases of ``split`` under ``gt_root`` with their predictions from ``pred``.
+
+    Raises:
+        EyegcError: a ground-truth case has no prediction (the message names it), or bad files.
+    """
+    cases = plugin.list_cases(gt_root, split, require_labels=True, allow_missing_class=allow_missing_class)
+    ids = [c.case_id for c in cases]
+    predictions = plugin.read_predictions(Path(pred), ids)
+    probabilities = plugin.read_probabilities(Path(pred), ids) if plugin.metric.needs_probabilities else None
+    if plugin.metric.needs_probabilities and probabilities is None:
+        raise DataError(f"{pred}: {plugin.name} is scored on probabilities, and this prediction has none")
+    return ScoredSet(plugin, cases, predictions, probabilities)
+
+
+def score(scored: ScoredSet) -> EvaluationResult:
+    """The local leaderboard of a scored set, with a progress bar over its cases."""
+    plugin = scored.plugin
+    targets = scored.targets
+    progress = tqdm(total=len(scored.cases), desc=f"evaluate {plugin.name}", unit="case", leave=False)
+
+    def target_with_progress(i: int) -> np.ndarray:
+        progress.update(1)
+        return targets[i]
+
+    # Ground truth and fields of view are read one case at a time as the metric walks them:
+    # a full-size test set never sits in memory at once.
+    with progress:
+        return plugin.metric(
+            plugin.name,
+            scored.predictions,
+            LazySequence(len(scored.cases), target_with_progress),
+            scored.case_ids,
+            probabilities=scored.probabilities,
+            rois=scored.rois,
+        )
+
+
 def evaluate_predictions(
     plugin: TaskPlugin, pred: Path, gt_root: Path, split: str = "test", allow_missing_class: bool = False
 ) -> EvaluationResult:
@@ -115,31 +203,7 @@ def evaluate_predictions(
     Raises:
         EyegcError: a ground-truth case has no prediction (the message names it), or bad files.
     """
-    cases = plugin.list_cases(gt_root, split, require_labels=True, allow_missing_class=allow_missing_class)
-    ids = [c.case_id for c in cases]
-    predictions = plugin.read_predictions(Path(pred), ids)
-    probabilities = plugin.read_probabilities(Path(pred), ids) if plugin.metric.needs_probabilities else None
-    if plugin.metric.needs_probabilities and probabilities is None:
-        raise DataError(f"{pred}: {plugin.name} is scored on probabilities, and this prediction has none")
-    # Ground truth and fields of view are read one case at a time as the metric walks them:
-    # a full-size test set never sits in memory at once.
-    targets = LazySequence(len(cases), lambda i: plugin.read_target(cases[i]))
-    rois = LazySequence(len(cases), lambda i: plugin.read_roi(cases[i]))
-    progress = tqdm(total=len(cases), desc=f"evaluate {plugin.name}", unit="case", leave=False)
-
-    def target_with_progress(i: int) -> np.ndarray:
-        progress.update(1)
-        return targets[i]
-
-    with progress:
-        return plugin.metric(
-            plugin.name,
-            predictions,
-            LazySequence(len(cases), target_with_progress),
-            ids,
-            probabilities=probabilities,
-            rois=rois,
-        )
+    return score(read_scored_set(plugin, pred, gt_root, split, allow_missing_class))
 
 
 def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
@@ -163,6 +227,7 @@ class MeanOverlapMetric:
     primary: str = "mean_dsc"
     class_primary: str = "dsc"
     needs_probabilities: bool = False
+    case_primary: str = "mean_dsc"
 
     def __call__(
         self,
@@ -181,7 +246,7 @@ class MeanOverlapMetric:
         rows = []
         for i, (case_id, pred, true) in enumerate(zip(case_ids, predictions, targets, strict=True)):
             dsc[i], iou[i] = overlap_per_case(pred, true, ignore_empty=True)
-            row: dict[str, object] = {"case": case_id}
+            row: dict[str, object] = {"case": case_id, "mean_dsc": float(_nanmean(dsc[i]))}
             for j, key in enumerate(self.classes):
                 row[f"{key}_dsc"] = float(dsc[i, j])
                 row[f"{key}_iou"] = float(iou[i, j])

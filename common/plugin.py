@@ -181,11 +181,15 @@ class Metric(Protocol):
         class_primary: the per-class key that ``primary`` averages (``"dsc"``), used by
             per-class threshold tuning.
         needs_probabilities: True when the metric ranks scores (AUPR, AUC) rather than masks.
+        case_primary: the per-case row key that measures one case on the leaderboard's terms,
+            higher is better, NaN where the case is not scored (no ground truth of any class);
+            ``eyegc report`` lists cases worst first by it.
     """
 
     primary: str
     class_primary: str
     needs_probabilities: bool
+    case_primary: str
 
     def __call__(
         self,
@@ -240,6 +244,9 @@ class TaskPlugin(Protocol):
     defaults: ModelDefaults
     #: TTA mode name -> the ops it applies (a subset of DIHEDRAL_OPS); what the task allows.
     allowed_tta: Mapping[str, tuple[str, ...]]
+    #: the plots ``eyegc report`` draws beside the leaderboard, by name (``eyegc.common.report.plots.PLOTS``:
+    #: ``"pr"``, ``"roc"``, ``"confusion"``, ``"thickness"``).
+    report_plots: tuple[str, ...]
     metric: Metric
     input_sockets: tuple[Socket, ...]
     output_sockets: tuple[Socket, ...]

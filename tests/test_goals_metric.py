@@ -125,7 +125,14 @@ def test_auc_on_known_rankings() -> None:
     result = _glaucoma([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.8])
     assert result.leaderboard["auc"] == pytest.approx(0.75)
     assert result.per_class["glaucoma"]["auc"] == pytest.approx(0.75)
-    assert result.per_case[2] == {"case": "0002", "glaucoma_true": 1, "glaucoma_pred": 0, "glaucoma_score": 0.4}
+    assert result.per_case[1]["true_class_probability"] == pytest.approx(0.4)  # a negative given 0.6
+    assert result.per_case[2] == {
+        "case": "0002",
+        "glaucoma_true": 1,
+        "glaucoma_pred": 0,
+        "glaucoma_score": 0.4,
+        "true_class_probability": 0.4,
+    }
 
 
 def test_accuracy_f1_kappa_on_known_labels() -> None:

@@ -144,6 +144,7 @@ class DriveVesselMetric:
     classes: tuple[str, ...] = ("vessel",)
     primary: str = "f1"
     class_primary: str = "f1"
+    case_primary: str = "f1"
     needs_probabilities: bool = True
 
     def __call__(
@@ -175,6 +176,8 @@ class DriveVesselMetric:
                 total.add(case)
                 for name, value in case.figures().items():
                     row[name if len(self.classes) == 1 else f"{key}_{name}"] = float(value)
+            if len(self.classes) > 1:
+                row["f1"] = float(np.mean([c.figures()["f1"] for c in counts]))
             rows.append(row)
         per_class = {
             key: {k: float(v) for k, v in total.figures().items()}

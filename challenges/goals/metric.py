@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from eyegc.challenges.goals.encoding import LAYER_KEYS
-from eyegc.common.evaluation import check_metric_lengths
+from eyegc.common.evaluation import check_metric_lengths, layer_thickness
 from eyegc.common.plugin import EvaluationResult
 from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
@@ -30,20 +30,6 @@ __all__ = [
 ]
 
 _NUM_CLASSES = len(LAYER_KEYS) + 1  # background + three layers
-
-
-def layer_thickness(index_map: np.ndarray, class_index: int) -> np.ndarray:
-    """Per-column thickness of one class in pixels: ``(W,)`` float64.
-
-    Thickness is the number of pixels of that class in the column (a column where the layer is
-    absent has thickness 0; a layer split into several runs counts all of them).
-    """
-    array = np.asarray(index_map)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise ValueError(f"expected an (H, W) class-index map, got shape {array.shape}")
-    return np.count_nonzero(array == class_index, axis=0).astype(np.float64)
 
 
 def layer_dice(prediction: np.ndarray, target: np.ndarray) -> float:
@@ -99,6 +85,7 @@ class GoalsLayerMetric:
     primary: str = "mean_dice"
     class_primary: str = "dice"
     needs_probabilities: bool = False
+    case_primary: str = "mean_dice"
 
     def __post_init__(self) -> None:
         if isinstance(self.composite, Mapping):
@@ -141,6 +128,7 @@ class GoalsLayerMetric:
                 mae[key].append(m)
                 row[f"{key}_dice"] = float(d)
                 row[f"{key}_thickness_mae"] = m
+            row["mean_dice"] = _mean([row[f"{key}_dice"] for key in self.layers])
             rows.append(row)
         per_class = {k: {"dice": _mean(dice[k]), "thickness_mae": _mean(mae[k])} for k in self.layers}
         leaderboard = {
@@ -268,6 +256,8 @@ class GlaucomaMetric:
     primary: str = "auc"
     class_primary: str = "auc"
     needs_probabilities: bool = True
+    #: the likelihood given to the case's true class: the per-case share of a ranking by likelihood.
+    case_primary: str = "true_class_probability"
 
     def __call__(
         self,
@@ -289,7 +279,15 @@ class GlaucomaMetric:
             truth.append(t)
             grades.append(g)
             scores.append(s)
-            rows.append({"case": case_id, f"{self.head}_true": t, f"{self.head}_pred": g, f"{self.head}_score": s})
+            rows.append(
+                {
+                    "case": case_id,
+                    f"{self.head}_true": t,
+                    f"{self.head}_pred": g,
+                    f"{self.head}_score": s,
+                    "true_class_probability": s if t == 1 else 1.0 - s,
+                }
+            )
         figures = _classification_scores(
             np.asarray(truth, dtype=np.int64),
             np.asarray(grades, dtype=np.int64),

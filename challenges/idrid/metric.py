@@ -51,6 +51,8 @@ class IdridLesionMetric:
     primary: str = "mean_aupr"
     class_primary: str = "dice"
     needs_probabilities: bool = True
+    #: per case, the mean over ranked lesions of that image's own AUPR (NaN where it shows none).
+    case_primary: str = "mean_aupr"
 
     def __call__(
         self,
@@ -77,7 +79,11 @@ class IdridLesionMetric:
                 )
             row: dict[str, object] = {"case": case_id}
             for c, key in enumerate(self.classes):
-                curves[c].update(prob[c], true[c], roi)
+                # The image's own curve, then pooled: binning each pixel once gives both figures.
+                case_curve = BinnedCurve()
+                case_curve.update(prob[c], true[c], roi)
+                curves[c].merge(case_curve)
+                row[f"{key}_aupr"] = case_curve.average_precision()
                 p, t = pred[c] > 0, true[c] > 0
                 if roi is not None:
                     p, t = p & roi, t & roi
@@ -85,6 +91,7 @@ class IdridLesionMetric:
                 fp, fn = int(np.count_nonzero(p)) - tp, int(np.count_nonzero(t)) - tp
                 counts[c] += (tp, fp, fn)
                 row[f"{key}_dice"] = _overlap(tp, fp, fn)[0] if np.count_nonzero(t) else float("nan")
+            row["mean_aupr"] = _nanmean([row[f"{key}_aupr"] for key in self.ranked if f"{key}_aupr" in row])
             rows.append(row)
         per_class = {}
         for c, key in enumerate(self.classes):
@@ -120,6 +127,7 @@ class IdridGradingMetric:
     primary: str = "joint_accuracy"
     class_primary: str = "accuracy"
     needs_probabilities: bool = False
+    case_primary: str = "joint_correct"
 
     def __call__(
         self,
@@ -149,6 +157,7 @@ class IdridGradingMetric:
                 "case": c,
                 **{f"{k}_true": int(true[i, h]) for h, k in enumerate(self.classes)},
                 **{f"{k}_pred": int(pred[i, h]) for h, k in enumerate(self.classes)},
+                "joint_correct": float(right[i].all()),
             }
             for i, c in enumerate(case_ids)
         ]
