@@ -30,6 +30,7 @@ __all__ = [
     "CHECKSUMS_NAME",
     "CONFIG_NAME",
     "DEFAULT_THRESHOLD",
+    "HISTORY_NAME",
     "SCHEMA_VERSION",
     "SPLITS_NAME",
     "WEIGHTS_NAME",
@@ -50,6 +51,8 @@ CONFIG_NAME = "bundle.json"
 SPLITS_NAME = "splits.json"
 CHECKSUMS_NAME = "checksums.sha256"
 WEIGHTS_NAME = "model.pt"
+#: a fold's loss and validation metric per epoch, beside its weights.
+HISTORY_NAME = "history.json"
 #: a class's probability threshold until tuning chooses one.
 DEFAULT_THRESHOLD = 0.5
 #: how an error about a setting out of its range ends.

@@ -20,6 +20,7 @@ from eyegc.common.options import (
     DEMO_OPTIONS,
     GC_TRY_OPTIONS,
     LAUNCH_OPTIONS,
+    REPORT_OPTIONS,
     SAMPLE_DATA_OPTIONS,
     TRAIN_OPTIONS,
 )
@@ -260,6 +261,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from eyegc.common.registry import get_task
+    from eyegc.common.report import REPORT_FILES, write_report
+
+    out = write_report(
+        get_task(args.task),
+        args.pred,
+        args.gt,
+        args.out,
+        models=args.model or (),
+        split=args.split,
+        shown=args.cases,
+        pdf=args.pdf,
+        allow_missing_class=args.allow_missing_class,
+        overwrite=args.overwrite,
+    )
+    print(f"report written to {out / REPORT_FILES['html']}" + (f" and {out / REPORT_FILES['pdf']}" if args.pdf else ""))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from eyegc.common.serve import serve
+
+    serve(args.model, args.host, args.port, args.device, args.max_upload_mb)
+    return 0
+
+
 def _cmd_submission(args: argparse.Namespace) -> int:
     from eyegc.common.registry import get_task
 
@@ -477,6 +505,33 @@ def _add_scoring_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> No
     p.add_argument("--csv", type=Path, help="per-case values")
     _add_allow_missing_class(p, "a missing ground-truth class folder is no error: report its class as n/a")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = add_parser("report", help="error analysis: an offline HTML page (and PDF) with the worst and best cases drawn")
+    p.add_argument("task")
+    p.add_argument("--pred", type=Path, required=True, help="prediction folder or official submission file")
+    p.add_argument("--gt", type=Path, required=True, help="data root holding the ground truth")
+    p.add_argument(
+        "--model", type=Path, nargs="+", help="the bundle(s) behind the prediction: curves, tuning, settings"
+    )
+    p.add_argument("--out", type=Path, required=True, help="a new folder for report.html, per_case.csv, ...")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument(
+        "--cases", type=REPORT_OPTIONS["cases"].argparse_type(), default=4, help="worst and best cases drawn (4 each)"
+    )
+    p.add_argument("--pdf", action="store_true", help="also write report.pdf with the same content")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    _add_allow_missing_class(p, "a missing ground-truth class folder is no error: report its class as n/a")
+    p.set_defaults(func=_cmd_report)
+
+    p = add_parser("serve", help="a local web page: upload an image, see and download what the bundles predict")
+    p.add_argument("--model", type=Path, nargs="+", required=True, help="model bundles, of one task or several")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=REPORT_OPTIONS["port"].argparse_type(), default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--max-upload-mb", type=REPORT_OPTIONS["max_upload_mb"].argparse_type(), default=64.0, help="(default 64)"
+    )
+    p.set_defaults(func=_cmd_serve)
 
     p = add_parser("submission", help="the official submission file, validated first")
     p.add_argument("task")

@@ -18,6 +18,7 @@ __all__ = [
     "READABLE_SUFFIXES",
     "atomic_output_dir",
     "atomic_output_file",
+    "check_output_free",
     "current_umask",
     "read_image_array",
     "read_mask",
@@ -155,7 +156,8 @@ def _apply_umask(path: Path, mode: int) -> None:
     path.chmod(mode & ~current_umask())
 
 
-def _check_free(target: Path, overwrite: bool) -> None:
+def check_output_free(target: Path, overwrite: bool = False) -> None:
+    """Refuse an existing file or non-empty folder at ``target`` unless ``overwrite``: before long work, too."""
     if target.exists() and not overwrite:
         is_empty_dir = target.is_dir() and not any(target.iterdir())
         if not is_empty_dir:
@@ -180,7 +182,7 @@ def atomic_output_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     An ``OSError`` (disk full, read-only, ...) names the path below ``target``, not the temporary one.
     """
     target = Path(target)
-    _check_free(target, overwrite)
+    check_output_free(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
@@ -207,7 +209,7 @@ def atomic_output_file(target: Path, overwrite: bool = False) -> Iterator[Path]:
     An ``OSError`` (disk full, read-only, ...) names ``target``, not the temporary file.
     """
     target = Path(target)
-    _check_free(target, overwrite)
+    check_output_free(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(

@@ -24,6 +24,7 @@ from eyegc.common.errors import EyegcError
 __all__ = [
     "DEMO_OPTIONS",
     "GC_TRY_OPTIONS",
+    "REPORT_OPTIONS",
     "SAMPLE_DATA_OPTIONS",
     "SEED",
     "TRAIN_OPTIONS",
@@ -302,6 +303,13 @@ DEMO_OPTIONS: dict[str, Rule] = {
 GC_TRY_OPTIONS: dict[str, Rule] = {
     "timeout": NumberRule("--timeout", float, 0, min_inclusive=False),
     "poll": NumberRule("--poll", float, 0, min_inclusive=False),
+}
+
+#: ``eyegc report`` and ``eyegc serve`` options.
+REPORT_OPTIONS: dict[str, Rule] = {
+    "cases": NumberRule("--cases", int, 0, 50, note="worst and best cases drawn, each"),
+    "port": NumberRule("--port", int, 1, 65535),
+    "max_upload_mb": NumberRule("--max-upload-mb", float, 0, 2048, min_inclusive=False),
 }
 
 

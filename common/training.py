@@ -38,6 +38,7 @@ from eyegc.common.bundle import (
 )
 from eyegc.common.bundle_config import (
     DEFAULT_THRESHOLD,
+    HISTORY_NAME,
     BundleConfig,
     DataFingerprint,
     FoldRecord,
@@ -348,7 +349,7 @@ class FoldLog:
 
     def end_epoch(self, progress: tqdm) -> None:
         """After the checkpoint: ``history.json``, the progress bar's figures, the callbacks."""
-        (self.fold_dir / "history.json").write_text(json.dumps({**self.history, **self.best}, indent=1))
+        (self.fold_dir / HISTORY_NAME).write_text(json.dumps({**self.history, **self.best}, indent=1))
         shown = next((m for m in reversed(self.history["metric"]) if np.isfinite(m)), float("nan"))  # last validated
         progress.set_postfix(loss=f"{self.history['loss'][-1]:.4f}", **{self.metric: f"{shown:.4f}"})
         for callback in self.callbacks:

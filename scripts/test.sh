@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): set up .venv, lint, run every test, then the
+# The project's test command (README, .ci/run): set up .venv and the test browser (Debian's chromium),
+# lint, run every test, then the
 # container end to end (./submit.sh drac22-task1 --demo and goals-glaucoma --demo: image sockets and a
 # JSON value socket, exec and invoke mode, each also under the platform's runner sagemaker-shim from a
 # local S3; then goals-glaucoma with a PaddlePaddle bundle: the image gets
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 # Logs, not terminals: progress bars update at most every 10 s.
 [ -t 1 ] || export TQDM_MININTERVAL="${TQDM_MININTERVAL:-10}"
 scripts/setup-venv.sh
+scripts/setup-browser.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache  # the layering (pyproject.toml)
 set +e

@@ -9,6 +9,8 @@ Example::
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,8 +26,11 @@ from eyegc.common.losses import CLASSIFICATION_LOSSES, LOSSES
 from eyegc.common.networks import CLASSIFIERS, NETWORKS
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
 from eyegc.common.registry import available_tasks, get_task
+from eyegc.common.report import REPORT_FILES, write_report
+from eyegc.common.report.plots import PLOTS
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import train
+from pypdf import PdfReader
 
 __all__ = ["TaskPluginContract", "perfect_probabilities"]
 
@@ -195,6 +200,35 @@ class TaskPluginContract:
         back = plugin.read_predictions(submission, ids)
         assert all(np.array_equal(a, b) for a, b in zip(back, targets, strict=True))
         assert evaluate_predictions(plugin, submission, data, "test").leaderboard[plugin.metric.primary] == 1.0
+
+    def test_per_case_rows_carry_the_case_figure(self, plugin: TaskPlugin, data: Path) -> None:
+        ids, targets = self._targets(plugin, data)
+        probs = [perfect_probabilities(plugin, t) for t in targets]
+        result = plugin.metric(plugin.name, targets, targets, ids, probabilities=probs, rois=self._rois(plugin, data))
+        figures = [row[plugin.metric.case_primary] for row in result.per_case]
+        assert [row["case"] for row in result.per_case] == ids
+        scored = [f for f in figures if not np.isnan(f)]
+        assert scored and all(f == pytest.approx(1.0) for f in scored)  # a perfect case is at the top of the scale
+
+    def test_report_shows_a_trained_bundle_s_prediction(
+        self, plugin: TaskPlugin, data: Path, run: Path, tmp_path: Path
+    ) -> None:
+        images = plugin.list_cases(data, "test")[0].image.parent
+        predict_folder(plugin, [run], images, tmp_path / "pred", tta="none", device="cpu")
+        out = write_report(plugin, tmp_path / "pred", data, tmp_path / "report", models=[run], shown=1, pdf=True)
+        page = (out / REPORT_FILES["html"]).read_text()
+        assert not re.search(r"""(src|href)=["']?(https?:|//)""", page), "the page must open offline"
+        assert all(name in PLOTS for name in plugin.report_plots)
+        # one <img> per plot, per drawn case (the worst and the best) and per bundle's training curves
+        assert page.count("<img ") == len(plugin.report_plots) + 2 + 1
+        rows = list(csv.DictReader((out / REPORT_FILES["csv"]).open()))
+        assert len(rows) == self.sample_test_cases
+        key = plugin.metric.case_primary
+        values = [float(r[key]) for r in rows if r[key] != ""]
+        assert values == sorted(values)  # worst first
+        pages = len(PdfReader(out / REPORT_FILES["pdf"]).pages)
+        # summary, plots, the per-case table, the two drawn cases, the curves and the model's settings
+        assert pages >= 1 + len(plugin.report_plots) + 1 + 2 + 2
 
     def test_missing_prediction_names_the_case(self, plugin: TaskPlugin, data: Path, tmp_path: Path) -> None:
         ids, targets = self._targets(plugin, data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from eyegc.challenges.drive.layout import (
@@ -39,6 +39,7 @@ class DriveVessels(SegmentationTask):
     The container sockets are this project's choice (DRIVE on grand-challenge took result images).
     """
 
+    report_plots: ClassVar[tuple[str, ...]] = ("roc",)
     name: str = "drive-vessels"
     challenge: str = "drive"
     title: str = "DRIVE — retinal vessel segmentation (F1 and AUC inside the field of view)"

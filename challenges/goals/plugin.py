@@ -45,6 +45,7 @@ class GoalsLayers(SegmentationTask):
     a bundle's ``postprocessing.task_options.anatomical`` overrides it.
     """
 
+    report_plots: ClassVar[tuple[str, ...]] = ("thickness",)
     name: str = "goals-layers"
     challenge: str = "goals"
     title: str = "GOALS task 1 — OCT layer segmentation (RNFL, GCIPL, choroid)"
@@ -124,6 +125,7 @@ class GoalsLayers(SegmentationTask):
 class GoalsGlaucoma(ClassificationTask):
     """GOALS task 2: glaucoma (1) or not (0) from one B-scan; ranked by ROC AUC of the likelihood."""
 
+    report_plots: ClassVar[tuple[str, ...]] = ("roc", "confusion")
     name: str = "goals-glaucoma"
     challenge: str = "goals"
     title: str = "GOALS task 2 — glaucoma classification (AUC)"

@@ -75,6 +75,7 @@ class IdridLesions(SegmentationTask):
     """
 
     with_od: bool = False
+    report_plots: ClassVar[tuple[str, ...]] = ("pr",)
     name: str = "idrid-lesions"
     challenge: str = "idrid"
     title: str = "IDRiD A — lesion segmentation (MA, HE, EX, SE), pooled AUPR"
