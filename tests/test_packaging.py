@@ -42,6 +42,8 @@ def test_wheel_holds_the_namespace_and_imports_from_it(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "eyegc/common/cli.py" in names and "eyegc/challenges/drac22/plugin.py" in names
     assert "eyegc/__init__.py" not in names  # an implicit namespace package
+    # the page eyegc serve hands to the browser (package data, not Python)
+    assert {f"eyegc/common/serve/static/{n}" for n in ("index.html", "app.js", "style.css")} <= set(names)
     assert not [n for n in names if n.startswith(("common/", "challenges/", "tests/"))]
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "eyegc = eyegc.common.cli:main" in entry_points and "drac22-task1 = " in entry_points
