@@ -37,6 +37,7 @@ __all__ = [
     "check_training_classes",
     "class_folders",
     "classes_without_ground_truth",
+    "decode_table_text",
     "index_files",
     "is_ignored",
     "mask_values",
@@ -296,3 +297,19 @@ def split_folder(split: str, folders: Mapping[str, str]) -> str:
         return folders[split]
     except KeyError:
         raise DataError(f"unknown split {split!r}; choose one of {sorted(folders)}") from None
+
+
+def decode_table_text(data: bytes, where: str) -> str:
+    """The text of a CSV label or submission file: UTF-8 (a byte-order mark dropped), else Windows-1252.
+
+    Raises:
+        DataError: the bytes are no text (a zip, an image, a spreadsheet saved under a .csv name).
+    """
+    if data.startswith(b"PK\x03\x04"):
+        raise DataError(f"{where} is a zip archive, not a CSV file; give the .csv inside it, or name the zip .zip")
+    if b"\x00" in data[:4096]:
+        raise DataError(f"{where} is a binary file, not a CSV file; export it as CSV (comma-separated text)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")  # Excel's CSV export on Windows

@@ -111,7 +111,10 @@ def prepare_image(image: np.ndarray, preprocessing: Preprocessing | Mapping[str,
     skews the normalisation nor carries signal.
     """
     settings = _settings(preprocessing)
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).float()
+    array = np.ascontiguousarray(image)
+    if not array.flags.writeable:
+        array = array.copy()  # torch shares the array's memory and warns about a read-only one (Pillow's)
+    tensor = torch.from_numpy(array).float()
     if np.issubdtype(image.dtype, np.integer):
         tensor /= float(np.iinfo(image.dtype).max)
     scale = settings.working_scale

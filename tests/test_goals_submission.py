@@ -148,3 +148,14 @@ def test_zip_with_a_top_folder_reads_back(predictions: tuple[Path, Path, dict], 
     path.write_bytes(buffer.getvalue())
     back = read_goals_layer_predictions(path, IDS)
     assert np.array_equal(back[1], maps[IDS[1]])
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b"PK\x03\x04 a zip", "is a zip archive, not a CSV file"), (b"\x00\x01\x02", "is a binary file, not a CSV file")],
+)
+def test_a_classification_csv_that_is_no_text_is_one_line(tmp_path: Path, content: bytes, says: str) -> None:
+    path = tmp_path / "sub.csv"  # e.g. the zip `eyegc submission` writes, saved under a .csv name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=f"{path} {says}"):
+        read_goals_glaucoma_submission(path, ["0101"])

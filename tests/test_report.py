@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 from eyegc.common import cli
+from eyegc.common.bundle_config import HISTORY_NAME
 from eyegc.common.inference import predict_folder
 from eyegc.common.registry import get_task
-from eyegc.common.report import REPORT_FILES
+from eyegc.common.report import REPORT_FILES, write_report
 from eyegc.common.report.content import worst_first
+from eyegc.common.report.runs import read_run, training_figure
+from eyegc.common.sample_data import write_sample_data
+from pypdf import PdfReader
 
 TASK = "drac22-task1"
 
@@ -57,9 +61,9 @@ def test_the_page_holds_the_leaderboard_of_eyegc_evaluate_and_every_case_once(
     )
     assert (out / REPORT_FILES["json"]).read_bytes() == (tmp_path / "e.json").read_bytes()
     page = (out / REPORT_FILES["html"]).read_text()
-    # three test cases and --cases 4: each drawn once (the worst three; no "best" repeats them)
+    # three test cases and --cases 4: each drawn once, the lower half as the worst, the rest as the best
     titles = re.findall(r'alt="((?:worst|best) \d+: case [^,"]+)', page)
-    assert [t.split(":")[0] for t in titles] == ["worst 1", "worst 2", "worst 3"]
+    assert [t.split(":")[0] for t in titles] == ["worst 1", "worst 2", "best 1"]
     assert len({t.split("case ")[1] for t in titles}) == 3
     assert "<script" in page and "table.sortable" in page
     assert drac22_run.name in page and "learning_rate" in page  # the run's settings
@@ -109,3 +113,48 @@ def test_out_inside_the_prediction_is_refused(
 ) -> None:
     assert _report("--pred", str(predicted), "--gt", str(drac22_data), "--out", str(predicted / "report")) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_bundle_of_another_task_is_refused(
+    predicted: Path, drac22_data: Path, drac22_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "--pred",
+        str(predicted),
+        "--gt",
+        str(drac22_data),
+        "--model",
+        str(drac22_run),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert cli.main(["report", "goals-layers", *args]) == 2
+    assert f"{drac22_run} was trained for 'drac22-task1', not 'goals-layers'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "history",
+    ['{"loss": [1, 2], "metric": [0.1, 0.2, 0.3]}', '{"loss": ["a", null], "metric": [0.1, 0.2]}', "[1, 2]", "{"],
+)
+def test_a_fold_history_that_does_not_fit_leaves_only_that_fold_s_curves_out(
+    drac22_run: Path, tmp_path: Path, history: str
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(drac22_run, run)
+    (run / "fold_0" / HISTORY_NAME).write_text(history)
+    summary = read_run(run, TASK)
+    assert sorted(summary.histories) == [1]
+    training_figure(summary).clear()
+
+
+def test_case_names_with_dollar_signs_are_drawn_as_text(tmp_path: Path) -> None:
+    plugin = get_task("goals-layers")  # GOALS names are free; matplotlib reads $...$ as a formula unless told not to
+    data = write_sample_data(plugin, tmp_path / "data", cases=1, test_cases=2, seed=3)
+    case = plugin.list_cases(data, "test")[0]
+    odd = "x$\\frac$"
+    for path in (case.image, case.labels["layers"]):
+        path.rename(path.with_name(f"{odd}.png"))
+    shutil.copytree(case.labels["layers"].parent, tmp_path / "pred" / "Layer_Segmentations")  # a perfect prediction
+    out = write_report(plugin, tmp_path / "pred", data, tmp_path / "report", shown=1, pdf=True)
+    assert f"case {odd}" in (out / REPORT_FILES["html"]).read_text()
+    assert odd in "".join(page.extract_text() for page in PdfReader(out / REPORT_FILES["pdf"]).pages)

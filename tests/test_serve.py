@@ -95,7 +95,8 @@ def test_the_downloaded_masks_equal_eyegc_predict(
     assert len(body["layers"]) == len(get_task(TASK).classes)
     assert all(layer.startswith("data:image/png;base64,") for layer in body["layers"])
     zipped = client.get(f"/api/results/{body['id']}/prediction")
-    assert zipped.headers["content-disposition"] == f'attachment; filename="{sample_image.stem}-prediction.zip"'
+    name = f"{sample_image.stem}-prediction.zip"
+    assert zipped.headers["content-disposition"] == f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
     assert _unzip(zipped.content) == _predicted_files(drac22_run, sample_image, tmp_path, "flip")
     # the areas the page shows are those of the masks it offers
     for area, mask in zip(body["areas"], _masks_of(_unzip(zipped.content)), strict=True):
@@ -170,7 +171,38 @@ def test_a_header_claiming_too_many_pixels_is_refused_before_decoding(client: Te
     )
     answer = _post(client, data, "big.png")
     assert answer.status_code == 413
-    assert answer.json()["error"] == "big.png: 400,000,000 pixels is above the page's limit of 100,000,000"
+    assert answer.json()["error"] == "big.png: 400,000,000 pixels is above the page's limit of 40,000,000"
+
+
+def test_an_mha_naming_another_file_for_its_pixels_is_refused(client: TestClient, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(bytes(range(256)) * 4096)  # 1024 x 1024 bytes anyone could read back otherwise
+    header = (
+        f"ObjectType = Image\nNDims = 2\nDimSize = 1024 1024\nElementType = MET_UCHAR\nElementDataFile = {secret}\n"
+    )
+    answer = _post(client, header.encode(), "scan.mha")
+    assert answer.status_code == 422
+    assert answer.json()["error"] == "scan.mha: an uploaded MHA must hold its pixels (ElementDataFile = LOCAL)"
+
+
+def test_a_grey_and_alpha_png_is_read_as_eyegc_predict_reads_it(client: TestClient, sample_image: Path) -> None:
+    grey = np.asarray(Image.open(sample_image))
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([grey, np.full_like(grey, 255)], axis=-1), mode="LA").save(buffer, format="PNG")
+    with_alpha = _post(client, buffer.getvalue(), "la.png", tta="none")
+    plain = _post(client, sample_image.read_bytes(), "la.png", tta="none")
+    assert with_alpha.status_code == 200, with_alpha.text
+    assert with_alpha.json()["areas"] == plain.json()["areas"]
+
+
+def test_odd_file_names_are_text_and_kept_in_the_download_name(client: TestClient, sample_image: Path) -> None:
+    body = _post(client, sample_image.read_bytes(), "scan $\\frac$ ü.png", tta="none").json()
+    assert body["case"] == "scan___frac__ü"  # dollar signs are no formula; letters of any script stay
+    report = client.get(f"/api/results/{body['id']}/report")
+    assert report.status_code == 200
+    assert report.headers["content-disposition"].endswith("filename*=UTF-8''scan___frac__%C3%BC-report.pdf")
+    assert "scan $\\frac$ ü.png" in PdfReader(io.BytesIO(report.content)).pages[0].extract_text()
+    assert client.get(f"/api/results/{body['id']}/other").status_code == 404
 
 
 def test_unknown_model_tta_and_result_are_refused(client: TestClient, sample_image: Path) -> None:
@@ -228,6 +260,8 @@ def test_a_port_in_use_is_named(capsys: pytest.CaptureFixture[str], drac22_run: 
         port = taken.getsockname()[1]
         with pytest.raises(EyegcError, match=f"127.0.0.1:{port}.*--port"):
             check_port_free("127.0.0.1", port)
+        with pytest.raises(EyegcError, match=r"999.1.1.1:\d+ \(.*\): give an address of this machine with --host"):
+            check_port_free("999.1.1.1", port)
         assert cli.main(["serve", "--model", str(drac22_run), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from eyegc.common.datafiles import index_files, split_folder
+from eyegc.common.datafiles import decode_table_text, index_files, split_folder
 from eyegc.common.errors import DataError
 from eyegc.common.plugin import Case
 
@@ -162,9 +162,10 @@ def _rows_xlsx(path: Path) -> list[tuple[int, list[Any]]]:
 
 def _rows_csv(path: Path) -> list[tuple[int, list[Any]]]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path} as a UTF-8 CSV file ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror})") from None
+    text = decode_table_text(data, str(path))
     lines = text.splitlines()
     try:
         dialect = csv.Sniffer().sniff(lines[0] if lines else "", delimiters=",;\t")

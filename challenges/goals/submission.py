@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from eyegc.challenges.goals.encoding import decode_layers, encode_layers, read_layer_mask
 from eyegc.challenges.goals.layout import IMAGE_SIZE, name_key, sorted_case_ids
+from eyegc.common.datafiles import decode_table_text
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import atomic_output_file, write_png
 from eyegc.common.lazy import LazySequence
@@ -375,13 +376,13 @@ def read_goals_classification_csv(path: Path, case_ids: Sequence[str]) -> np.nda
             members = _zip_members(archive, path)
             if CLASSIFICATION_CSV not in members:
                 raise DataError(f"{path} has no {CLASSIFICATION_CSV}")
-            text = archive.read(members[CLASSIFICATION_CSV]).decode("utf-8-sig")
-        where = f"{CLASSIFICATION_CSV} in {path}"
+            where = f"{CLASSIFICATION_CSV} in {path}"
+            text = decode_table_text(archive.read(members[CLASSIFICATION_CSV]), where)
     else:
         if not path.is_file():
             raise DataError(f"classification results not found: {path}")
-        text = path.read_text(encoding="utf-8-sig")
         where = str(path)
+        text = decode_table_text(path.read_bytes(), where)
     values = _parse_classification_csv(text, where)
     missing = [c for c in case_ids if name_key(c) not in values]
     if missing:

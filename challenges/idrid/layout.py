@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from eyegc.common.datafiles import binary_mask, class_folders, index_files, split_folder
+from eyegc.common.datafiles import binary_mask, class_folders, decode_table_text, index_files, split_folder
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import split_image_suffix
 from eyegc.common.plugin import Case, ClassSpec
@@ -298,13 +298,6 @@ class GradingLabels(Mapping[str, tuple[int, int]]):
         return len(self.labels)
 
 
-def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")  # also drops a UTF-8 byte-order mark
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
-
-
 def _looks_like(cell: str, kind: str) -> bool:
     text = cell.lower()
     if kind == "dr":
@@ -392,7 +385,7 @@ def read_grading_labels(csv_path: Path) -> GradingLabels:
     path = Path(csv_path)
     if not path.is_file():
         raise DataError(f"grading label file not found: {path}")
-    return parse_grading_labels(_decode(path.read_bytes()), path)
+    return parse_grading_labels(decode_table_text(path.read_bytes(), str(path)), path)
 
 
 def list_idrid_grading_cases(root: Path, split: str = "train", require_labels: bool = True) -> list[Case]:

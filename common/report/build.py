@@ -27,6 +27,7 @@ from eyegc.common.report.overlays import (
     contour_overlay,
     display_factor,
     display_image,
+    plain_text,
     reduce_masks,
     shown_classes,
 )
@@ -90,10 +91,12 @@ def case_figure(scored: ScoredSet, index: int, title: str) -> Figure:
 
 
 def _case_figures(scored: ScoredSet, rows: list[dict[str, Any]], key: str, shown: int) -> list[CaseFigure]:
-    """The ``shown`` worst and ``shown`` best scored cases (fewer when the set is small, none twice)."""
+    """The ``shown`` worst and ``shown`` best scored cases; a small set is split in halves (the lower half
+    worst), so no case is shown twice and no good case is called one of the worst."""
     scored_rows = [r for r in rows if not math.isnan(float(r.get(key, math.nan)))]
-    worst = scored_rows[:shown]
-    best = [r for r in reversed(scored_rows[-shown:]) if r not in worst] if shown else []
+    half = math.ceil(len(scored_rows) / 2)
+    worst = scored_rows[: min(shown, half)]
+    best = list(reversed(scored_rows[half:]))[:shown]
     picked = [("worst", r) for r in worst] + [("best", r) for r in best]
     figures = []
     for group, row in tqdm(picked, desc="draw cases", unit="case", leave=False):
@@ -118,7 +121,7 @@ def build_report(
     Raises:
         EyegcError: bad or missing files, a model that is no bundle (each message names the file).
     """
-    runs = [read_run(Path(m)) for m in models]  # a bad bundle fails before the long work
+    runs = [read_run(Path(m), plugin.name) for m in models]  # a bad bundle fails before the long work
     scored = read_scored_set(plugin, pred, gt_root, split, allow_missing_class)
     result = score(scored)
     rows = worst_first(result.per_case, plugin.metric.case_primary)
@@ -153,9 +156,10 @@ def write_report(
     inputs = [("--pred", Path(pred)), ("--gt", Path(gt_root)), *(("--model", Path(m)) for m in models)]
     check_output_path(out, "--out", OutputKind.FOLDER, inputs)
     check_output_free(Path(out), overwrite)  # before the scoring and drawing, not after
-    report = build_report(plugin, pred, gt_root, models, split, shown, allow_missing_class)
+    with plain_text():
+        report = build_report(plugin, pred, gt_root, models, split, shown, allow_missing_class)
     try:
-        with atomic_output_dir(out, overwrite) as tmp:
+        with plain_text(), atomic_output_dir(out, overwrite) as tmp:
             (tmp / REPORT_FILES["html"]).write_text(render_html(report), encoding="utf-8")
             write_per_case_csv(report.rows, tmp / REPORT_FILES["csv"])
             write_result_json(report.result, tmp / REPORT_FILES["json"])

@@ -9,8 +9,10 @@ kind of colour blindness.
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+import matplotlib
 import numpy as np
 from eyegc.common.plugin import ClassSpec, TaskKind, TaskPlugin
 from scipy import ndimage
@@ -24,6 +26,7 @@ __all__ = [
     "contour_overlay",
     "display_factor",
     "display_image",
+    "plain_text",
     "reduce_masks",
     "shown_classes",
 ]
@@ -33,6 +36,12 @@ OKABE_ITO: tuple[str, ...] = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072
 
 #: The longest side of a display image, in pixels.
 DISPLAY_SIZE = 1024
+
+
+def plain_text() -> AbstractContextManager:
+    """Figures made inside show text as written: a case named ``x$^$.png`` is no mathematical formula
+    (matplotlib would parse text between dollar signs as one, and fail on it)."""
+    return matplotlib.rc_context({"text.parse_math": False})
 
 
 def class_colour(position: int) -> str:

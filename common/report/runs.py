@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from eyegc.common.bundle import read_config
 from eyegc.common.bundle_config import HISTORY_NAME, BundleConfig
+from eyegc.common.errors import BundleError
 from eyegc.common.report.overlays import class_colour
 from matplotlib.figure import Figure
 
@@ -25,21 +26,34 @@ class RunSummary:
     histories: dict[int, dict[str, list[float]]]
 
 
-def read_run(path: Path) -> RunSummary:
+def _history(path: Path) -> dict[str, list[float]] | None:
+    """A fold's loss and metric per epoch, or None when the file is missing or does not hold two equal-length
+    lists of numbers (the curves are a view: the bundle's weights and checksums are what count)."""
+    try:
+        history = json.loads(path.read_text())
+        loss = np.asarray(history["loss"], dtype=np.float64)
+        metric = np.asarray(history["metric"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    if loss.ndim != 1 or loss.shape != metric.shape:
+        return None
+    return {"loss": loss.tolist(), "metric": metric.tolist()}
+
+
+def read_run(path: Path, task: str | None = None) -> RunSummary:
     """A bundle's summary; a fold whose history is missing or unreadable is left out of the curves.
 
     Raises:
-        BundleError: ``path`` is no model bundle (the message names it).
+        BundleError: ``path`` is no model bundle, or (with ``task``) one trained for another task.
     """
     config = read_config(path)
+    if task is not None and config.task != task:
+        raise BundleError(f"{path} was trained for {config.task!r}, not {task!r}")
     histories = {}
     for fold, record in sorted(config.folds.items()):
-        history_file = path / Path(record.weights).parent / HISTORY_NAME
-        try:
-            history = json.loads(history_file.read_text())
-            histories[fold] = {"loss": list(history["loss"]), "metric": list(history["metric"])}
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # the curves are a view; the bundle's weights and checksums are what count
+        history = _history(path / Path(record.weights).parent / HISTORY_NAME)
+        if history is not None:
+            histories[fold] = history
     return RunSummary(Path(path), config, histories)
 
 

@@ -8,9 +8,11 @@ layer per class, the areas or grades and the time taken; the downloads are kept 
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import uvicorn
 from eyegc.common.errors import EyegcError
@@ -29,22 +31,26 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     """The request body, or an UploadError once it passes ``limit`` bytes (the rest is never read)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UploadError(_too_large(int(declared), limit), 413)
+        raise UploadError(_too_large(f"{int(declared) / 2**20:.1f} MB", limit), 413)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise UploadError(_too_large(size, limit), 413)
+        if size > limit:  # a body sent without its length: stop reading at the limit
+            raise UploadError(_too_large(f"over {limit / 2**20:.0f} MB", limit), 413)
         chunks.append(chunk)
     if not size:
         raise UploadError("the upload is empty: choose an image file")
     return b"".join(chunks)
 
 
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"the image is {size / 2**20:.1f} MB; the page takes up to {limit / 2**20:.0f} MB (eyegc serve --max-upload-mb)"
-    )
+def _too_large(size: str, limit: int) -> str:
+    return f"the image is {size}; the page takes up to {limit / 2**20:.0f} MB (eyegc serve --max-upload-mb)"
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition naming the file: ASCII for old clients, UTF-8 (RFC 6266) for the others."""
+    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
 
 
 def create_app(service: PredictionService, max_upload_bytes: int) -> FastAPI:
@@ -72,7 +78,7 @@ def create_app(service: PredictionService, max_upload_bytes: int) -> FastAPI:
     @app.get("/api/results/{result_id}/{name}")
     async def download(result_id: str, name: str) -> Response:
         filename, media_type, data = service.download(result_id, name)
-        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        headers = {"Content-Disposition": _attachment(filename)}
         return Response(data, media_type=media_type, headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -85,7 +91,12 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise EyegcError(f"cannot listen on {host}:{port} ({exc.strerror}): give another with --port") from None
+            fix = (
+                "give another with --port"
+                if exc.errno == errno.EADDRINUSE
+                else "give an address of this machine with --host"
+            )
+            raise EyegcError(f"cannot listen on {host}:{port} ({exc.strerror}): {fix}") from None
 
 
 def serve(

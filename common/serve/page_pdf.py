@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from eyegc.common.plugin import TaskKind, TaskPlugin
-from eyegc.common.report.overlays import class_masks, contour_overlay, reduce_masks, shown_classes
+from eyegc.common.report.overlays import class_masks, contour_overlay, plain_text, reduce_masks, shown_classes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -37,6 +37,11 @@ def summary_lines(plugin: TaskPlugin, summary: dict[str, Any]) -> list[str]:
 
 def one_page_pdf(plugin: TaskPlugin, summary: dict[str, Any], rgb: np.ndarray, masks: np.ndarray, factor: int) -> bytes:
     """The PDF's bytes: the image as given (top), with the predicted classes outlined (below), then the text."""
+    with plain_text():
+        return _draw_page(plugin, summary, rgb, masks, factor)
+
+
+def _draw_page(plugin: TaskPlugin, summary: dict[str, Any], rgb: np.ndarray, masks: np.ndarray, factor: int) -> bytes:
     page = Figure(figsize=PAGE)
     page.text(0.06, 0.97, "eyegc — prediction report", fontsize=14, weight="bold", va="top")
     segmentation = plugin.kind != TaskKind.CLASSIFICATION

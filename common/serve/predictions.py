@@ -41,6 +41,7 @@ from eyegc.common.serve.page_pdf import one_page_pdf
 from PIL import Image
 
 __all__ = [
+    "DOWNLOADS",
     "UPLOAD_SUFFIXES",
     "ModelChoice",
     "PredictionService",
@@ -51,10 +52,13 @@ __all__ = [
 
 #: The image types the page accepts, by suffix (lower case).
 UPLOAD_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".mha")
-#: An upload whose header claims more pixels than this is refused before it is decoded (IDRiD: 12.2 M).
-MAX_PIXELS = 100_000_000
-#: Predictions kept for their downloads; the oldest goes first.
+#: An upload whose header claims more pixels than this is refused before it is decoded: about three IDRiD
+#: photographs (12.2 M each); a 9000 x 11000 PNG (99 M) took 3.9 GB to predict with a network that did nothing.
+MAX_PIXELS = 40_000_000
+#: Predictions kept for their downloads, at most this many and this many bytes of arrays (the latest one is
+#: always kept); the oldest goes first. An IDRiD photograph's result takes about 250 MB.
 KEPT_RESULTS = 16
+KEPT_BYTES = 1 << 30
 
 
 class UploadError(EyegcError):
@@ -114,10 +118,33 @@ def load_choices(models: Sequence[Path]) -> list[ModelChoice]:
 
 @dataclass
 class ServedPrediction:
-    """One upload's prediction: the page's JSON and the bytes of each download."""
+    """One upload's prediction: the page's JSON, and what its downloads are made from when first asked for
+    (most results are looked at, not downloaded: zipping and compressing an IDRiD photograph's maps took 9 s)."""
 
     summary: dict[str, Any]
-    downloads: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)  # name -> (file name, type, bytes)
+    plugin: TaskPlugin
+    masks: np.ndarray
+    probabilities: np.ndarray
+    #: the display image and its reduction factor (the one-page PDF shows them).
+    display: np.ndarray
+    factor: int
+    _made: dict[str, tuple[str, str, bytes]] = field(default_factory=dict)
+    _making: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the kept arrays take."""
+        return self.masks.nbytes + self.probabilities.nbytes + self.display.nbytes
+
+    def download(self, name: str) -> tuple[str, str, bytes]:
+        """``(file name, media type, bytes)`` of one of :data:`DOWNLOADS`, made once."""
+        maker = DOWNLOADS.get(name)
+        if maker is None:
+            raise UploadError(f"no download {name!r}; there are {', '.join(DOWNLOADS)}", 404)
+        with self._making:
+            if name not in self._made:
+                self._made[name] = maker(self)
+            return self._made[name]
 
 
 def _png_data_url(array: np.ndarray) -> str:
@@ -134,9 +161,34 @@ def _layer(mask: np.ndarray, colour: str) -> np.ndarray:
 
 
 def case_id_of(filename: str) -> str:
-    """The case id an upload's prediction files are named after: its name less the suffix, made safe."""
+    """The case id an upload's prediction files are named after: its name less the suffix, made safe
+    (anything but letters, digits, ``_`` and ``-`` becomes ``_``)."""
     stem = split_image_suffix(Path(filename).name)[0]
-    return re.sub(r"[^A-Za-z0-9_-]", "_", stem).strip("_") or "upload"
+    return re.sub(r"[^\w-]", "_", stem).strip("_") or "upload"  # \w: letters of any script, digits, _
+
+
+def _mha_data_file(path: Path) -> str | None:
+    """The ``ElementDataFile`` an MHA header names (``LOCAL``: the pixels follow the header in the same file)."""
+    with path.open("rb") as handle:
+        header = handle.read(65536)
+    match = re.search(rb"^\s*ElementDataFile\s*=\s*(.*?)\s*$", header, re.MULTILINE)
+    return None if match is None else match.group(1).decode("latin-1")
+
+
+def _header_pixels(path: Path) -> int | None:
+    """Pixels (all channels' positions) the file's header claims, read without decoding; None if unreadable."""
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return int(np.prod(reader.GetSize()))
+    except RuntimeError:
+        pass
+    try:  # a grey+alpha PNG, or a JPEG named .png: SimpleITK's header readers refuse what eyegc predict reads
+        with Image.open(path) as image:
+            return image.width * image.height
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _read_upload(plugin: TaskPlugin, data: bytes, filename: str) -> np.ndarray:
@@ -147,15 +199,12 @@ def _read_upload(plugin: TaskPlugin, data: bytes, filename: str) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="eyegc-serve-") as folder:
         path = Path(folder) / f"upload{suffix}"
         path.write_bytes(data)
-        try:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            pixels = int(np.prod(reader.GetSize()))
-        except RuntimeError:
-            raise UploadError(
-                f"{filename}: cannot be decoded as {suffix[1:].upper()}; is it corrupt or truncated?"
-            ) from None
+        # An MHA header may name another file for its pixels: on a server that would read its own disk.
+        if suffix == ".mha" and _mha_data_file(path) not in (None, "LOCAL"):
+            raise UploadError(f"{filename}: an uploaded MHA must hold its pixels (ElementDataFile = LOCAL)")
+        pixels = _header_pixels(path)
+        if pixels is None:
+            raise UploadError(f"{filename}: cannot be decoded as {suffix[1:].upper()}; is it corrupt or truncated?")
         if pixels > MAX_PIXELS:
             raise UploadError(f"{filename}: {pixels:,} pixels is above the page's limit of {MAX_PIXELS:,}", 413)
         try:
@@ -164,22 +213,34 @@ def _read_upload(plugin: TaskPlugin, data: bytes, filename: str) -> np.ndarray:
             raise UploadError(str(exc).replace(str(path), filename)) from None
 
 
-def _downloads(
-    plugin: TaskPlugin, case_id: str, masks: np.ndarray, probs: np.ndarray
-) -> dict[str, tuple[str, str, bytes]]:
-    """The case's files exactly as ``eyegc predict`` writes them (zipped), and its probabilities."""
+def _prediction_zip(result: ServedPrediction) -> tuple[str, str, bytes]:
+    """The case's files exactly as ``eyegc predict`` writes them, zipped."""
+    case_id = result.summary["case"]
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="eyegc-serve-") as folder, zipfile.ZipFile(buffer, "w") as archive:
-        plugin.write_prediction(Path(folder), case_id, masks, probs)
+        result.plugin.write_prediction(Path(folder), case_id, result.masks, result.probabilities)
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
                 archive.write(path, path.relative_to(folder).as_posix())
+    return f"{case_id}-prediction.zip", "application/zip", buffer.getvalue()
+
+
+def _probabilities_npz(result: ServedPrediction) -> tuple[str, str, bytes]:
+    """The probabilities (float16) with the class keys."""
     npz = io.BytesIO()
-    np.savez_compressed(npz, probabilities=probs.astype(np.float16), classes=np.array([c.key for c in plugin.classes]))
-    return {
-        "prediction": (f"{case_id}-prediction.zip", "application/zip", buffer.getvalue()),
-        "probabilities": (f"{case_id}-probabilities.npz", "application/octet-stream", npz.getvalue()),
-    }
+    classes = np.array([c.key for c in result.plugin.classes])
+    np.savez_compressed(npz, probabilities=result.probabilities.astype(np.float16), classes=classes)
+    return f"{result.summary['case']}-probabilities.npz", "application/octet-stream", npz.getvalue()
+
+
+def _report_pdf(result: ServedPrediction) -> tuple[str, str, bytes]:
+    """The one-page PDF report."""
+    pdf = one_page_pdf(result.plugin, result.summary, result.display, result.masks, result.factor)
+    return f"{result.summary['case']}-report.pdf", "application/pdf", pdf
+
+
+#: What the page offers for each result, by name (``/api/results/{id}/{name}``).
+DOWNLOADS = {"prediction": _prediction_zip, "probabilities": _probabilities_npz, "report": _report_pdf}
 
 
 def _figures(plugin: TaskPlugin, masks: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
@@ -223,17 +284,19 @@ class PredictionService:
             raise UploadError(f"no model {model!r} here; choose one of {', '.join(self.choices)}", 404)
         if tta not in choice.plugin.allowed_tta:
             raise UploadError(f"{choice.plugin.name} allows TTA {', '.join(choice.plugin.allowed_tta)}, not {tta!r}")
-        plugin = choice.plugin
-        image = _read_upload(plugin, data, filename)
+        # Decoding, predicting and drawing all wait their turn: memory holds one upload's work at a time.
         with self._turn:
+            image = _read_upload(choice.plugin, data, filename)
             started = time.perf_counter()
-            predictor = Predictor(plugin, list(choice.bundles), tta, self.device)
+            predictor = Predictor(choice.plugin, list(choice.bundles), tta, self.device)
             masks, probs = predictor.predict(image)
             seconds = time.perf_counter() - started
-        result = self._served(choice, tta, filename, image, masks, probs, seconds)
+            result = self._served(choice, tta, filename, image, masks, probs, seconds)
         with self._results_lock:
             self._results[result.summary["id"]] = result
-            while len(self._results) > KEPT_RESULTS:
+            while len(self._results) > 1 and (
+                len(self._results) > KEPT_RESULTS or sum(r.nbytes for r in self._results.values()) > KEPT_BYTES
+            ):
                 self._results.popitem(last=False)
         return result
 
@@ -267,15 +330,12 @@ class PredictionService:
             "layers": layers,
             **_figures(plugin, masks, probs),
         }
-        downloads = _downloads(plugin, case_id, masks, probs)
-        pdf = one_page_pdf(plugin, summary, rgb, masks, factor)
-        downloads["report"] = (f"{case_id}-report.pdf", "application/pdf", pdf)
-        return ServedPrediction(summary, downloads)
+        return ServedPrediction(summary, plugin, masks, probs, rgb, factor)
 
     def download(self, result_id: str, name: str) -> tuple[str, str, bytes]:
         """A kept result's download: file name, media type, bytes."""
         with self._results_lock:
             result = self._results.get(result_id)
-        if result is None or name not in result.downloads:
+        if result is None:
             raise UploadError("that result is no longer kept here: predict the image again", 404)
-        return result.downloads[name]
+        return result.download(name)

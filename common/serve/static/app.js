@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let models = [];
+let maxUploadBytes = Infinity;
 
 function show(element, visible) { element.hidden = !visible; }
 
@@ -34,6 +35,7 @@ async function loadModels() {
   const answer = await fetch("/api/models");
   const body = await answer.json();
   models = body.models;
+  maxUploadBytes = body.max_upload_bytes;
   const tasks = [...new Set(models.map((m) => m.task))];
   fillSelect($("task"), tasks.map((t) => [t, t]));
   onTaskChange();
@@ -111,6 +113,11 @@ async function predict(event) {
   setError("");
   const file = $("file").files[0];
   if (!file) { setError("Choose an image first."); return; }
+  if (file.size > maxUploadBytes) {  // the server refuses it too; this spares the upload
+    setError(file.name + ": the image is " + (file.size / 2 ** 20).toFixed(1) + " MB; the page takes up to "
+      + (maxUploadBytes / 2 ** 20).toFixed(0) + " MB (eyegc serve --max-upload-mb)");
+    return;
+  }
   const query = new URLSearchParams({ model: $("model").value, tta: $("tta").value, filename: file.name });
   $("predict").disabled = true;
   $("status").textContent = "Predicting " + file.name + " (uploads wait their turn) …";
