@@ -246,10 +246,11 @@ class MeanOverlapMetric:
         rows = []
         for i, (case_id, pred, true) in enumerate(zip(case_ids, predictions, targets, strict=True)):
             dsc[i], iou[i] = overlap_per_case(pred, true, ignore_empty=True)
-            row: dict[str, object] = {"case": case_id, "mean_dsc": float(_nanmean(dsc[i]))}
+            row: dict[str, object] = {"case": case_id}
             for j, key in enumerate(self.classes):
                 row[f"{key}_dsc"] = float(dsc[i, j])
                 row[f"{key}_iou"] = float(iou[i, j])
+            row["mean_dsc"] = float(_nanmean(dsc[i]))  # last: the official per-class columns come first
             rows.append(row)
         class_dsc = _nanmean(dsc, axis=0)
         class_iou = _nanmean(iou, axis=0)

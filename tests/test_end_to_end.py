@@ -32,6 +32,6 @@ def test_demo_pipeline_beats_trivial_predictors(tmp_path: Path, capsys: pytest.C
     assert scores["leaderboard"]["mean_dsc"] == pytest.approx(score)
     assert set(scores["per_class"]) == {"irma", "npa", "nv"}
     assert scores["cases"] == 6
-    assert csv_path.read_text().splitlines()[0] == "case,irma_dsc,irma_iou,npa_dsc,npa_iou,nv_dsc,nv_iou"
+    assert csv_path.read_text().splitlines()[0] == "case,irma_dsc,irma_iou,npa_dsc,npa_iou,nv_dsc,nv_iou,mean_dsc"
     with zipfile.ZipFile(demo.submission) as archive:
         assert archive.namelist() == ["eyegc_demo/1.nii.gz", "eyegc_demo/2.nii.gz", "eyegc_demo/3.nii.gz"]

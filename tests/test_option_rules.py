@@ -21,6 +21,7 @@ from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.options import (
     DEMO_OPTIONS,
     LAUNCH_OPTIONS,
+    REPORT_OPTIONS,
     SAMPLE_DATA_OPTIONS,
     TRAIN_OPTIONS,
     NumberRule,
@@ -67,12 +68,17 @@ BAD_VALUES: dict[tuple[str, str], list[str]] = {
     ("thickness-model", "--C"): POSITIVE_FLOAT,
     ("thickness-model", "--folds"): ["1", "0"],
     ("thickness-model", "--seed"): SEEDS,
+    ("report", "--cases"): ["-1", "51", "1.5", "x"],
+    ("serve", "--port"): ["0", "65536", "1.5", "x"],
+    ("serve", "--max-upload-mb"): ["0", "-1", "2049", "nan", "x"],
 }
 TABLES: dict[str, dict[str, Rule]] = {
     "train": {**TRAIN_OPTIONS, **LAUNCH_OPTIONS},
     "demo": DEMO_OPTIONS,
     "sample-data": SAMPLE_DATA_OPTIONS,
     "thickness-model": THICKNESS_OPTIONS,
+    "report": REPORT_OPTIONS,
+    "serve": REPORT_OPTIONS,
 }
 
 
@@ -87,6 +93,17 @@ def _verb_args(verb: str, tmp_path: Path) -> list[str]:
         "demo": ["demo", "drac22-task1", "--out", str(tmp_path / "demo")],
         "sample-data": ["sample-data", "drac22-task1", str(tmp_path / "data")],
         "thickness-model": ["thickness-model", "fit", "--out", str(tmp_path / "model")],
+        "report": [
+            "report",
+            "drac22-task1",
+            "--pred",
+            str(tmp_path / "p"),
+            "--gt",
+            str(tmp_path / "g"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        "serve": ["serve", "--model", str(tmp_path / "run")],
     }[verb]
 
 
