@@ -149,6 +149,9 @@ class Postprocessing(_Section):
     class_scores: dict[str, float] | None = None
     #: the task's own settings, read by its ``postprocess`` hook (GOALS layers: ``anatomical``).
     task_options: dict[str, Any] = Field(default_factory=dict)
+    #: classification heads of three or more grades: per grade, an offset added to the log-probability before
+    #: the argmax (``eyegc tune --grade-offsets``); a head without one takes the plain argmax.
+    grade_offsets: dict[str, list[float]] = Field(default_factory=dict)
 
     def threshold(self, key: str) -> float:
         """The class's threshold (:data:`DEFAULT_THRESHOLD` when none is set)."""

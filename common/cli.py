@@ -208,6 +208,8 @@ def _print_run_summary(run: Path) -> None:
         post = config.postprocessing
         sizes = post.min_component_size or None  # segmentation only
         print(f"thresholds {post.thresholds}" + (f", min component size {sizes}" if sizes is not None else ""))
+        if post.grade_offsets:
+            print(f"grade offsets (added to the log-probabilities) {post.grade_offsets}")
     print(f"model bundle: {run}")
 
 
@@ -215,7 +217,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from eyegc.common.registry import get_task
     from eyegc.common.tuning import tune
 
-    tune(get_task(args.task), args.model, args.data)
+    tune(get_task(args.task), args.model, args.data, grade_offsets=args.grade_offsets)
     _print_run_summary(args.model)
     return 0
 
@@ -483,6 +485,11 @@ def _add_scoring_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> No
     p.add_argument("task")
     p.add_argument("--model", type=Path, required=True, help="run folder")
     p.add_argument("--data", type=Path, help="training data root (default: the one recorded in the run)")
+    p.add_argument(
+        "--grade-offsets",
+        action="store_true",
+        help="classification heads of 3+ grades: also tune per-grade decision offsets for the leaderboard figure",
+    )
     p.set_defaults(func=_cmd_tune)
 
     p = add_parser("predict", help="predict a folder of images with TTA and fold/model ensembling")

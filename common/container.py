@@ -257,6 +257,9 @@ def output_values(
             values[socket] = lut[masks[0] if masks.ndim == 3 else masks]
         elif content == "grade":
             values[socket] = int(masks[index])
+        elif content == "probabilities":
+            grades = int(plugin.classes[index].num_classes or 2)
+            values[socket] = [round(float(p), 6) for p in probabilities[index][:grades]]
         else:  # likelihood
             values[socket] = round(float(probabilities[index][1]), 6)
     return values

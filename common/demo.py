@@ -135,13 +135,13 @@ def run_demo(
     device: str = "auto",
     seed: int = 0,
 ) -> DemoResult:
-    """Run the pipeline in ``out`` (``data/``, ``run/``, ``predictions/``, ``submission.zip``).
+    """Run the pipeline in ``out`` (``data/``, ``run/``, ``predictions/``, ``submission.zip`` or ``.csv``).
 
     Steps already done (their output exists) are reused, so an interrupted demo continues.
     """
     out = Path(out)
     seconds: dict[str, float] = {}
-    pred, submission = out / "predictions", out / "submission.zip"
+    pred, submission = out / "predictions", out / f"submission{plugin.submission_suffix}"
 
     last = [time.perf_counter()]
 

@@ -81,6 +81,7 @@ SOCKET_CONTENTS: dict[str, str] = {
     "label_map": "Image: the class-index map encoded with each class's ClassSpec.value, uint8",
     "grade": "Value: the head's predicted grade, a JSON integer",
     "likelihood": "Value: the head's probability of grade 1, a JSON number (binary heads)",
+    "probabilities": "Value: the head's probability of each grade, a JSON list of numbers that sums to 1",
 }
 
 
@@ -247,6 +248,8 @@ class TaskPlugin(Protocol):
     #: the plots ``eyegc report`` draws beside the leaderboard, by name (``eyegc.common.report.plots.PLOTS``:
     #: ``"pr"``, ``"roc"``, ``"confusion"``, ``"thickness"``).
     report_plots: tuple[str, ...]
+    #: the official submission file's suffix (``".zip"``, ``".csv"``): what ``eyegc demo`` names it.
+    submission_suffix: str
     metric: Metric
     input_sockets: tuple[Socket, ...]
     output_sockets: tuple[Socket, ...]

@@ -12,6 +12,7 @@ from scipy import ndimage
 
 __all__ = [
     "binarize",
+    "offset_grade",
     "plugin_postprocess",
     "postprocess",
     "remove_small_components",
@@ -39,13 +40,20 @@ def binarize(probabilities: np.ndarray, thresholds: Sequence[float], min_sizes: 
     return masks
 
 
+def offset_grade(probabilities: np.ndarray, offsets: Sequence[float]) -> int:
+    """The grade with the highest log-probability plus its offset (the first on a tie, as argmax)."""
+    logs = np.log(np.maximum(np.asarray(probabilities[: len(offsets)], dtype=np.float64), 1e-12))
+    return int(np.argmax(logs + np.asarray(offsets, dtype=np.float64)))
+
+
 def postprocess(
     probabilities: np.ndarray, kind: TaskKind, classes: Sequence[str], settings: Postprocessing
 ) -> np.ndarray:
     """Apply a bundle's postprocessing settings (per-class thresholds and minimum component sizes).
 
     Classification: ``probabilities`` are ``(heads, max_num_classes)``; a head with a threshold
-    (binary heads) predicts 1 when its class-1 probability reaches it, other heads take the argmax.
+    (binary heads) predicts 1 when its class-1 probability reaches it, a head with grade offsets
+    takes :func:`offset_grade`, other heads the argmax.
     """
     if kind == TaskKind.CLASSIFICATION:
         thresholds = settings.thresholds
@@ -53,6 +61,8 @@ def postprocess(
         for h, key in enumerate(classes):
             if key in thresholds:
                 grades[h] = int(probabilities[h, 1] >= float(thresholds[key]))
+            elif key in settings.grade_offsets:
+                grades[h] = offset_grade(probabilities[h], settings.grade_offsets[key])
         return grades
     if kind == TaskKind.MULTICLASS_SEGMENTATION:
         return np.argmax(probabilities, axis=0).astype(np.uint8)

@@ -77,6 +77,7 @@ CONTENT_KINDS: dict[str, tuple[str, ...]] = {
     "label_map": ("Segmentation", "Image"),
     "grade": ("Integer", "Anything"),
     "likelihood": ("Float", "Anything"),
+    "probabilities": ("Anything",),
 }
 
 #: The image label that holds the socket mapping (the same JSON as the image's /opt/app/sockets.json).
@@ -90,6 +91,7 @@ CONTENT_TASK_KINDS: dict[str, tuple[TaskKind, ...]] = {
     "label_map": (TaskKind.MULTICLASS_SEGMENTATION,),
     "grade": (TaskKind.CLASSIFICATION,),
     "likelihood": (TaskKind.CLASSIFICATION,),
+    "probabilities": (TaskKind.CLASSIFICATION,),
 }
 
 #: Kinds an input image socket may have (eyegc reads one image file per input socket).

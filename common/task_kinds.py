@@ -42,6 +42,7 @@ class SegmentationTask:
     kind: ClassVar[TaskKind] = TaskKind.MULTILABEL_SEGMENTATION
     allowed_tta: ClassVar[Mapping[str, tuple[str, ...]]] = DIHEDRAL_TTA
     report_plots: ClassVar[tuple[str, ...]] = ()
+    submission_suffix: ClassVar[str] = ".zip"
     classes: tuple[ClassSpec, ...]
 
     def ground_truth(self, case: Case, what: str = "ground truth") -> Mapping[str, Any]:
@@ -84,6 +85,7 @@ class ClassificationTask:
     kind: ClassVar[TaskKind] = TaskKind.CLASSIFICATION
     allowed_tta: ClassVar[Mapping[str, tuple[str, ...]]] = FLIP_TTA
     report_plots: ClassVar[tuple[str, ...]] = ("confusion",)
+    submission_suffix: ClassVar[str] = ".zip"
     #: what :meth:`read_submission` reads, in messages.
     submission_name: ClassVar[str] = "submission file"
     name: str

@@ -196,7 +196,9 @@ class TaskPluginContract:
             plugin.write_prediction(pred, case_id, target, perfect_probabilities(plugin, target))
         read = plugin.read_predictions(pred, ids)
         assert all(np.array_equal(a, b) for a, b in zip(read, targets, strict=True))
-        submission = plugin.write_submission(pred, tmp_path / "submission.zip", **self.submission_options)
+        submission = plugin.write_submission(
+            pred, tmp_path / f"submission{plugin.submission_suffix}", **self.submission_options
+        )
         back = plugin.read_predictions(submission, ids)
         assert all(np.array_equal(a, b) for a, b in zip(back, targets, strict=True))
         assert evaluate_predictions(plugin, submission, data, "test").leaderboard[plugin.metric.primary] == 1.0

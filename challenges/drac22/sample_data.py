@@ -1,4 +1,4 @@
-"""Synthetic DRAC22 Task 1 data set in the official folder layout.
+"""Synthetic DRAC22 data sets in the official folder layouts (Task 1 masks; Tasks 2 and 3 label CSVs).
 
 The images mimic ultra-wide-field OCT angiography (dark fundus, bright vessel tree, dense
 capillary mesh) and the three lesion classes are drawn exactly where their masks are, so a
@@ -7,6 +7,11 @@ small segmentation network can learn them in minutes:
 * NPA (nonperfusion area): large smooth blobs with no capillaries, darker and less noisy.
 * IRMA: small clusters of dilated, tortuous, bright vessel segments, often at an NPA border.
 * NV: fan-shaped, very bright, lacy tufts of fine loops.
+
+Tasks 2 and 3 take the same images with a grade that shows: image quality degrades them (poor:
+strong blur, noise and motion stripes; good: mild blur and noise; excellent: as drawn), the DR
+grade decides the lesions (normal: none; NPDR: nonperfusion, with IRMA in every other case; PDR:
+also neovascularisation).
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from eyegc.challenges.drac22.grading_layout import GradingLayout
 from eyegc.challenges.drac22.layout import CLASS_FOLDERS, gt_class_dir, image_dir
 from PIL import Image, ImageDraw
 from scipy import fft, ndimage
 from tqdm import tqdm
 
-__all__ = ["make_drac22_sample_data"]
+__all__ = ["make_drac22_grading_sample_data", "make_drac22_sample_data"]
 
 SIZE = 1024
 #: Share of images showing each class in the real training set (roughly).
@@ -58,15 +64,8 @@ def make_drac22_sample_data(out: Path, cases: int = 24, test_cases: int = 8, see
     Raises:
         ValueError: a count or the seed is negative, or more images are asked for than names exist.
     """
-    if cases < 0 or test_cases < 0 or seed < 0:
-        raise ValueError(f"cases, test_cases and seed must be >= 0; got {cases}, {test_cases}, {seed}")
-    if cases + test_cases > MAX_NAME:
-        raise ValueError(f"at most {MAX_NAME} images can be named; asked for {cases + test_cases}")
     out = Path(out)
-    test_names = _test_names(test_cases, seed)
-    train_names = _train_names(cases, seed, set(test_names))
-    jobs = [("train", i, name) for i, name in enumerate(train_names)]
-    jobs += [("test", i, name) for i, name in enumerate(test_names)]
+    jobs = _jobs(cases, test_cases, seed)
     for split in _SPLIT_CODES:
         image_dir(out, split).mkdir(parents=True, exist_ok=True)
         for key in CLASS_FOLDERS:
@@ -78,6 +77,73 @@ def make_drac22_sample_data(out: Path, cases: int = 24, test_cases: int = 8, see
         Image.fromarray(image).save(image_dir(out, split) / file_name)
         for key, mask in masks.items():
             Image.fromarray(mask.astype(np.uint8) * 255).save(gt_class_dir(out, split, key) / file_name)
+
+
+def make_drac22_grading_sample_data(
+    out: Path, layout: GradingLayout, cases: int = 24, test_cases: int = 8, seed: int = 0
+) -> None:
+    """Write a synthetic DRAC22 Task 2 or Task 3 data set: images of both splits and their label CSVs.
+
+    Grades cycle 0, 1, 2 through each split, so every set of three or more covers all grades. The
+    CSVs are written as the public code reads the training one: ``image name,<grade column>``,
+    names with ``.png``; the testing CSV (never published) in the same form.
+
+    Raises:
+        ValueError: a count or the seed is negative, or more images are asked for than names exist.
+    """
+    out = Path(out)
+    jobs = _jobs(cases, test_cases, seed)
+    rows = {split: [",".join(layout.header)] for split in ("train", "test")}
+    for split in rows:
+        layout.image_dir(out, split).mkdir(parents=True, exist_ok=True)
+    for split, index, name in tqdm(jobs, desc=f"drac22 task {layout.task} sample data", unit="case"):
+        rng = np.random.default_rng([seed, 10 * layout.task + _SPLIT_CODES[split], index])
+        grade = index % 3
+        if layout.task == 2:
+            classes = {key for key, rate in CLASS_RATES.items() if rng.random() < rate}
+            image = _degraded(rng, _make_case(rng, classes, overlap=False)[0], grade)
+        else:
+            classes = _DR_CLASSES[grade] | ({"irma"} if grade and index % 2 else set())
+            image = _make_case(rng, classes, overlap=False)[0]
+        Image.fromarray(image).save(layout.image_dir(out, split) / f"{name:03d}.png")
+        rows[split].append(f"{name:03d}.png,{grade}")
+    layout.label_dir(out).mkdir(parents=True, exist_ok=True)
+    for split, lines in rows.items():
+        (layout.label_dir(out) / layout.label_files[split]).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+#: Task 3: the lesions each DR grade shows (IRMA is added to every other NPDR and PDR case).
+_DR_CLASSES: dict[int, set[str]] = {0: set(), 1: {"npa"}, 2: {"npa", "nv"}}
+
+
+def _degraded(rng: np.random.Generator, image: np.ndarray, quality: int) -> np.ndarray:
+    """Task 2: the image as a scan of that quality (0 poor, 1 good, 2 excellent) would show it."""
+    if quality == 2:
+        return image
+    blur, noise = (2.5, 28.0) if quality == 0 else (1.0, 10.0)
+    out = ndimage.gaussian_filter(image.astype(np.float32), blur)
+    out += noise * rng.standard_normal(out.shape, dtype=np.float32)
+    if quality == 0:  # motion artefacts: bright and dark horizontal stripes
+        for row in rng.integers(0, SIZE - 12, 6):
+            out[row : row + rng.integers(3, 12)] += rng.choice([-60.0, 60.0])
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+def _jobs(cases: int, test_cases: int, seed: int) -> list[tuple[str, int, int]]:
+    """``(split, index, name)`` of every image to write, training images first.
+
+    Raises:
+        ValueError: a count or the seed is negative, or more images are asked for than names exist.
+    """
+    if cases < 0 or test_cases < 0 or seed < 0:
+        raise ValueError(f"cases, test_cases and seed must be >= 0; got {cases}, {test_cases}, {seed}")
+    if cases + test_cases > MAX_NAME:
+        raise ValueError(f"at most {MAX_NAME} images can be named; asked for {cases + test_cases}")
+    test_names = _test_names(test_cases, seed)
+    train_names = _train_names(cases, seed, set(test_names))
+    return [("train", i, name) for i, name in enumerate(train_names)] + [
+        ("test", i, name) for i, name in enumerate(test_names)
+    ]
 
 
 def _draw_names(rng: np.random.Generator, count: int, taken: set[int], ranges: Sequence[tuple[int, int]]) -> list[int]:

@@ -187,6 +187,7 @@ class IdridGrading(ClassificationTask):
     )
     allowed_tta: ClassVar[Mapping[str, tuple[str, ...]]] = FUNDUS_GRADING_TTA
     submission_name: ClassVar[str] = "CSV"
+    submission_suffix: ClassVar[str] = ".csv"
     metric: IdridGradingMetric = field(default_factory=IdridGradingMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="color-fundus-image", relative_path="images/color-fundus"),)
     output_sockets: tuple[Socket, ...] = (

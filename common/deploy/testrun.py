@@ -369,9 +369,10 @@ def compare_with_reference(
             levels = np.abs(np.round(got * 255).astype(np.int16) - np.round(want * 255).astype(np.int16))
             differing += int(np.count_nonzero(levels > 1))
             total += levels.size
-        elif socket.content == "likelihood":
-            differing += int(abs(float(got) - float(want)) > (1 / 255 if exact else 0.02))
-            total += 1
+        elif socket.content in ("likelihood", "probabilities"):
+            gaps = np.abs(np.asarray(got, dtype=np.float64) - np.asarray(want, dtype=np.float64))
+            differing += int(np.count_nonzero(gaps > (1 / 255 if exact else 0.02)))
+            total += int(gaps.size)
         else:
             differing += int(np.count_nonzero(np.asarray(got) != np.asarray(want)))
             total += int(np.asarray(want).size)
