@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from eyegc.common.cli import main
-from eyegc.common.demo import run_demo
+from eyegc.common.demo import demo_input_size, run_demo
 from eyegc.common.registry import get_task
 
 
@@ -35,3 +35,13 @@ def test_demo_pipeline_beats_trivial_predictors(tmp_path: Path, capsys: pytest.C
     assert csv_path.read_text().splitlines()[0] == "case,irma_dsc,irma_iou,npa_dsc,npa_iou,nv_dsc,nv_iou,mean_dsc"
     with zipfile.ZipFile(demo.submission) as archive:
         assert archive.namelist() == ["eyegc_demo/1.nii.gz", "eyegc_demo/2.nii.gz", "eyegc_demo/3.nii.gz"]
+
+
+@pytest.mark.parametrize(
+    ("task_size", "demo_size"),
+    [((512, 768), (128, 192)), ((400, 552), (128, 192)), ((512, 512), (128, 128)), ((900, 300), (384, 128))],
+)
+def test_the_classification_demo_keeps_the_task_s_aspect(
+    task_size: tuple[int, int], demo_size: tuple[int, int]
+) -> None:
+    assert demo_input_size(task_size) == demo_size
