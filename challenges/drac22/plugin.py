@@ -223,6 +223,7 @@ drac22_task2 = Drac22Grading(
     title="DRAC22 Task 2 — image quality (0 poor, 1 good, 2 excellent), kappa",
     layout=IMAGE_QUALITY,
     classes=(ClassSpec(key="quality", name="Image quality", num_classes=3),),
+    metric=Drac22GradingMetric(head="quality"),
     output_sockets=(
         Socket(
             "image-quality",
