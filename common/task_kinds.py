@@ -18,9 +18,16 @@ import numpy as np
 from eyegc.common.classification import read_classification_cases, write_classification_case
 from eyegc.common.errors import DataError
 from eyegc.common.lazy import LazySequence
-from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, TaskKind
+from eyegc.common.plugin import DIHEDRAL_OPS, Case, ClassSpec, ModelDefaults, TaskKind
 
-__all__ = ["DIHEDRAL_TTA", "FLIP_TTA", "FUNDUS_GRADING_TTA", "ClassificationTask", "SegmentationTask"]
+__all__ = [
+    "DIHEDRAL_TTA",
+    "FLIP_TTA",
+    "FUNDUS_GRADING_TTA",
+    "ClassificationTask",
+    "SegmentationTask",
+    "classifier_defaults",
+]
 
 #: TTA modes for images without a preferred orientation (OCTA, fundus photographs): up to all eight
 #: symmetries of the square.
@@ -76,6 +83,22 @@ class SegmentationTask:
     def read_probabilities(self, pred: Path, case_ids: Sequence[str]) -> Sequence[np.ndarray] | None:
         """The metric scores masks only (a plugin whose metric ranks probabilities reads them)."""
         return None
+
+
+def classifier_defaults(input_size: tuple[int, int]) -> ModelDefaults:
+    """The grading tasks' model defaults: a ResNet-18 on whole images resized to ``input_size``, cross-entropy,
+    60 epochs of batches of 16, 5 folds."""
+    return ModelDefaults(
+        network="ResNet",
+        network_kwargs={"depth": 18},
+        patch_size=0,
+        batch_size=16,
+        epochs=60,
+        learning_rate=1e-3,
+        loss="ce",
+        folds=5,
+        input_size=input_size,
+    )
 
 
 class ClassificationTask:

@@ -32,7 +32,7 @@ from eyegc.common.datafiles import binary_mask
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import read_image_array
 from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket
-from eyegc.common.task_kinds import ClassificationTask, SegmentationTask
+from eyegc.common.task_kinds import ClassificationTask, SegmentationTask, classifier_defaults
 
 __all__ = ["Drac22Grading", "Drac22Task1", "drac22_task1", "drac22_task2", "drac22_task3", "read_octa_image"]
 
@@ -164,19 +164,7 @@ class Drac22Grading(ClassificationTask):
     classes: tuple[ClassSpec, ...] = (ClassSpec(key="grade", name="DR grade", num_classes=3),)
     in_channels: int = 1
     image_size: tuple[int, int] | None = IMAGE_SIZE
-    defaults: ModelDefaults = field(
-        default_factory=lambda: ModelDefaults(
-            network="ResNet",
-            network_kwargs={"depth": 18},
-            patch_size=0,
-            batch_size=16,
-            epochs=60,
-            learning_rate=1e-3,
-            loss="ce",
-            folds=5,
-            input_size=(512, 512),
-        )
-    )
+    defaults: ModelDefaults = field(default_factory=lambda: classifier_defaults((512, 512)))
     metric: Drac22GradingMetric = field(default_factory=Drac22GradingMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="uw-octa-image", relative_path="images/uw-octa-image"),)
     output_sockets: tuple[Socket, ...] = (

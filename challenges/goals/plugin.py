@@ -24,7 +24,7 @@ from eyegc.challenges.goals.submission import (
     write_goals_submission,
 )
 from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket, TaskKind
-from eyegc.common.task_kinds import FLIP_TTA, ClassificationTask, SegmentationTask
+from eyegc.common.task_kinds import FLIP_TTA, ClassificationTask, SegmentationTask, classifier_defaults
 
 __all__ = ["GoalsGlaucoma", "GoalsLayers", "goals_glaucoma", "goals_layers"]
 
@@ -132,19 +132,7 @@ class GoalsGlaucoma(ClassificationTask):
     classes: tuple[ClassSpec, ...] = (ClassSpec(key="glaucoma", name="Glaucoma", num_classes=2),)
     in_channels: int = 1
     image_size: tuple[int, int] | None = IMAGE_SIZE
-    defaults: ModelDefaults = field(
-        default_factory=lambda: ModelDefaults(
-            network="ResNet",
-            network_kwargs={"depth": 18},
-            patch_size=0,
-            batch_size=16,
-            epochs=60,
-            learning_rate=1e-3,
-            loss="ce",
-            folds=5,
-            input_size=(400, 552),
-        )
-    )
+    defaults: ModelDefaults = field(default_factory=lambda: classifier_defaults((400, 552)))
     metric: GlaucomaMetric = field(default_factory=GlaucomaMetric)
     input_sockets: tuple[Socket, ...] = (Socket(slug="oct-b-scan", relative_path="images/oct-b-scan"),)
     output_sockets: tuple[Socket, ...] = (

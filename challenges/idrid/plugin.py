@@ -29,7 +29,7 @@ from eyegc.challenges.idrid.submission import (
 from eyegc.common.errors import DataError
 from eyegc.common.imageio import read_image_array
 from eyegc.common.plugin import Case, ClassSpec, ModelDefaults, Socket
-from eyegc.common.task_kinds import FUNDUS_GRADING_TTA, ClassificationTask, SegmentationTask
+from eyegc.common.task_kinds import FUNDUS_GRADING_TTA, ClassificationTask, SegmentationTask, classifier_defaults
 
 __all__ = ["IdridGrading", "IdridLesions", "idrid_grading", "idrid_lesions", "idrid_lesions_od"]
 
@@ -172,19 +172,7 @@ class IdridGrading(ClassificationTask):
     classes: tuple[ClassSpec, ...] = GRADING_HEADS
     in_channels: int = 3
     image_size: tuple[int, int] | None = None
-    defaults: ModelDefaults = field(
-        default_factory=lambda: ModelDefaults(
-            network="ResNet",
-            network_kwargs={"depth": 18},
-            patch_size=0,
-            batch_size=16,
-            epochs=60,
-            learning_rate=1e-3,
-            loss="ce",
-            folds=5,
-            input_size=(512, 768),
-        )
-    )
+    defaults: ModelDefaults = field(default_factory=lambda: classifier_defaults((512, 768)))
     allowed_tta: ClassVar[Mapping[str, tuple[str, ...]]] = FUNDUS_GRADING_TTA
     submission_name: ClassVar[str] = "CSV"
     submission_suffix: ClassVar[str] = ".csv"
