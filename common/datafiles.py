@@ -300,11 +300,14 @@ def split_folder(split: str, folders: Mapping[str, str]) -> str:
 
 
 def decode_table_text(data: bytes, where: str) -> str:
-    """The text of a CSV label or submission file: UTF-8 (a byte-order mark dropped), else Windows-1252.
+    """The text of a CSV label or submission file: UTF-8 (a byte-order mark dropped), UTF-16 with its
+    byte-order mark, else Windows-1252.
 
     Raises:
         DataError: the bytes are no text (a zip, an image, a spreadsheet saved under a .csv name).
     """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
+        return data.decode("utf-16")
     if data.startswith(b"PK\x03\x04"):
         raise DataError(f"{where} is a zip archive, not a CSV file; give the .csv inside it, or name the zip .zip")
     if b"\x00" in data[:4096]:

@@ -248,7 +248,7 @@ def tune_grade_offsets(
                 best = top[0]
             if offsets == before:
                 break
-        settings["class_scores"][spec.key] = float(best)
+        settings["class_scores"][spec.key] = float(best) if np.isfinite(best) else float("nan")  # NaN as JSON null
     return settings
 
 

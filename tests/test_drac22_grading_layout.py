@@ -102,3 +102,26 @@ def test_a_label_row_without_its_image_is_skipped_with_a_warning(copy: Path) -> 
     label.write_text(label.read_text() + "999.png,1\n")
     with pytest.warns(UserWarning, match=r"1 labelled image.* are not in .* skipped \(999\)"):
         assert len(get_task("drac22-task3").list_cases(copy, "test")) == 3
+
+
+def test_names_that_lost_their_zero_padding_are_matched_by_number(copy: Path) -> None:
+    label = copy / "C. Diabetic Retinopathy Grading" / "2. Groundtruths" / DR_GRADING.label_files["test"]
+    label.write_text("image name,DR grade\n86,2\n402.png,0\n1299.png,1\n")  # a spreadsheet's 086 -> 86
+    assert [c.labels["grade"] for c in get_task("drac22-task3").list_cases(copy, "test")] == [2, 0, 1]
+
+
+def test_a_headerless_first_row_with_a_bad_grade_is_reported_as_such() -> None:
+    with pytest.raises(DataError, match=re.escape("labels.csv, line 1: grade 'x' is not an integer 0-2")):
+        parse_label_csv("086.png,x\n402.png,0\n", DR_GRADING, "labels.csv")
+
+
+def test_split_words_are_whole_words_and_utf16_reads(copy: Path) -> None:
+    folder = copy / "C. Diabetic Retinopathy Grading" / "2. Groundtruths"
+    train = folder / DR_GRADING.label_files["train"]
+    text = train.read_text()
+    train.unlink()
+    (folder / "train_labels_latest.csv").write_bytes(text.replace(",", "\t").encode("utf-16"))  # Excel's Unicode text
+    assert len(get_task("drac22-task3").list_cases(copy, "train")) == 4  # "latest" does not make it a test file
+    (folder / DR_GRADING.label_files["test"]).unlink()
+    with pytest.raises(DataError, match="no label file at"):
+        get_task("drac22-task3").list_cases(copy, "test")

@@ -127,3 +127,42 @@ def test_the_organisers_example_rows_read(tmp_path: Path) -> None:
     path.write_text("case,class,P0,P1,P2\n086.png,2,4.79E-05,0.009975418,0.989976704\n161.png,2,4.26E-15,2.38E-08,1\n")
     grades, probs = read_drac22_grading_submission(path, ["086", "161"])
     assert grades.tolist() == [[2], [2]] and probs[1, 0, 2] == 1.0
+
+
+def test_an_unknown_option_is_refused_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred = _predictions(tmp_path / "pred", {"086": (0, [1, 0, 0])})
+    args = ["submission", "drac22-task3", "--pred", str(pred), "--out", str(tmp_path / "t.csv")]
+    (tmp_path / "images").mkdir()
+    assert cli.main([*args, "--option", f"image={tmp_path / 'images'}"]) == 2  # a typo of images=
+    assert "--option image is not an option of drac22-task3 submissions" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
+    assert cli.main([*args, "--team", "my_team"]) == 0  # --team is taken (the file name carries it)
+
+
+def test_two_predictions_of_one_image_are_refused(tmp_path: Path) -> None:
+    pred = _predictions(tmp_path / "pred", {"086": (0, [1, 0, 0]), "86": (1, [0, 1, 0])})
+    with pytest.raises(SubmissionError, match="two predictions of image 086"):
+        get_task("drac22-task3").write_submission(pred, tmp_path / "t.csv")
+
+
+def test_a_name_without_its_zero_padding_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "team.csv"
+    path.write_text("case,class,P0,P1,P2\n86.png,0,1,0,0\n402.png,1,0,1,0\n")
+    with pytest.raises(DataError, match=r"no row for 086; rows for images not in the set: 86 \(names keep the test"):
+        read_drac22_grading_submission(path, ["086", "402"])
+
+
+def test_an_unreadable_csv_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "team.csv"
+    path.write_text('case,class,P0,P1,P2\n"086.png' + "x" * 200_000 + "\n")
+    with pytest.raises(DataError, match="is no readable CSV"):
+        read_drac22_grading_submission(path, ["086"])
+
+
+def test_all_zero_probabilities_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = get_task("drac22-task3")
+    data = write_sample_data(plugin, tmp_path / "data", cases=1, test_cases=3, seed=4)
+    for case in plugin.list_cases(data, "test"):
+        write_classification_case(tmp_path / "pred", case.case_id, HEADS, np.array([0]), np.array([[0.0, 0.0, 0.0]]))
+    assert cli.main(["evaluate", plugin.name, "--pred", str(tmp_path / "pred"), "--gt", str(data)]) == 2
+    assert "case 086: its grade probabilities are all 0; predict the case again" in capsys.readouterr().err

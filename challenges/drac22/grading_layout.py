@@ -12,7 +12,7 @@ testing labels, so the testing CSV's name (``b. DRAC2022_ ..._Testing Labels.csv
 project's choice. Both are read leniently: when the expected file is absent, the one CSV in
 ``2. Groundtruths`` whose name says Training (or Testing) is taken; header names are matched
 ignoring case, spaces and underscores, a file without a header row is read as ``name,grade``;
-names may carry ``.png`` or not.
+names may carry ``.png`` or not, and a name that lost its zero padding (``86``) is matched by its number.
 """
 
 from __future__ import annotations
@@ -77,11 +77,11 @@ class GradingLayout:
         expected = self.label_dir(root) / self.label_files[split]
         if expected.is_file() or not self.label_dir(root).is_dir():
             return expected
-        words = _SPLIT_WORDS[split]
-        found = [
+        words = set(_SPLIT_WORDS[split])
+        found = [  # whole words: "latest" says nothing of a test split
             p
             for p in sorted(self.label_dir(root).glob("*"))
-            if p.is_file() and p.suffix.lower() == ".csv" and any(w in _normal(p.stem) for w in words)
+            if p.is_file() and p.suffix.lower() == ".csv" and words & set(re.split(r"[^a-z]+", p.stem.lower()))
         ]
         if len(found) > 1:
             names = ", ".join(repr(p.name) for p in found)
@@ -132,8 +132,8 @@ def _grade(cell: str, grades: int, where: str) -> int:
 def _columns(header: list[str], layout: GradingLayout, where: str) -> tuple[int, int] | None:
     """The name and grade columns of a header row, or None when the row is data (no header)."""
     names = [_normal(cell) for cell in header]
-    if len(names) >= 2 and re.fullmatch(r"\d+(\.0*)?", names[1]):
-        return None
+    if not any(n in _NAME_COLUMNS or n in layout.grade_columns for n in names):
+        return None  # no known column name: a data row (its grade is checked as any other's)
     name_col = next((names.index(n) for n in _NAME_COLUMNS if n in names), 0)
     grade_col = next((names.index(n) for n in layout.grade_columns if n in names and names.index(n) != name_col), None)
     if grade_col is None:
@@ -154,9 +154,14 @@ def parse_label_csv(text: str, layout: GradingLayout, source: str = "<labels>") 
     lines = text.lstrip("\ufeff").splitlines()
     first = next((line for line in lines if line.strip()), "")
     delimiter = max(",;\t", key=first.count) if first else ","
-    rows = [
-        (n, [c.strip() for c in row]) for n, row in enumerate(csv.reader(lines, delimiter=delimiter), 1) if any(row)
-    ]
+    try:
+        rows = [
+            (n, [c.strip() for c in row])
+            for n, row in enumerate(csv.reader(lines, delimiter=delimiter), 1)
+            if any(c.strip() for c in row)
+        ]
+    except csv.Error as exc:
+        raise DataError(f"{source} is no readable CSV ({exc}); check its quotes") from None
     if not rows:
         raise DataError(f"{source} is empty; a label CSV holds 'image name,grade' rows")
     columns = _columns(rows[0][1], layout, f"{source}, line {rows[0][0]}")
@@ -193,6 +198,22 @@ def read_label_csv(path: Path, layout: GradingLayout) -> dict[str, int]:
     return parse_label_csv(decode_table_text(path.read_bytes(), str(path)), layout, str(path))
 
 
+def _match_labels(ids: list[str], labels: dict[str, int]) -> tuple[dict[str, int], list[str]]:
+    """Grades by case id, and the label names no image has. A name that lost its zero padding (``86`` for
+    ``086``, as a spreadsheet writes a number) is matched by its number when no row has the exact name."""
+    by_number: dict[int, str] = {}
+    for name in labels:
+        if name.isdigit():
+            by_number.setdefault(int(name), name)
+    matched, used = {}, set()
+    for case_id in ids:
+        name = case_id if case_id in labels else by_number.get(int(case_id)) if case_id.isdigit() else None
+        if name is not None:
+            matched[case_id] = labels[name]
+            used.add(name)
+    return matched, [name for name in labels if name not in used]
+
+
 def list_drac22_grading_cases(
     root: Path, layout: GradingLayout, split: str = "train", require_labels: bool = True, head: str = "grade"
 ) -> list[Case]:
@@ -219,13 +240,13 @@ def list_drac22_grading_cases(
         labels = read_label_csv(label_file, layout)
     elif require_labels:
         raise DataError(f"no label file at {label_file} (needed for the {split!r} split)")
+    labels, extra = _match_labels(ids, labels)
     missing = [case_id for case_id in ids if case_id not in labels]
-    if labels and missing and require_labels:
+    if label_file.is_file() and missing and require_labels:
         raise DataError(
             f"{label_file} has no row for {len(missing)} image(s) of {images}: {', '.join(missing[:5])}; "
             "add their grades or remove the images"
         )
-    extra = [name for name in labels if name not in files]
     if extra:
         warnings.warn(
             f"{label_file}: {len(extra)} labelled image(s) are not in {images} and are skipped "

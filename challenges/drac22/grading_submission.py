@@ -9,9 +9,9 @@ sum to 1; the predictions must match the test images one to one, or the submissi
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from eyegc.challenges.drac22.layout import sorted_case_ids
@@ -54,14 +54,15 @@ def write_drac22_grading_submission(
     heads: Sequence[ClassSpec],
     images: Path | str | None = None,
     overwrite: bool = False,
-    **_ignored: Any,
+    team: str | None = None,
 ) -> Path:
     """Write the submission CSV from a folder of per-case JSON predictions; nothing is written on any error.
 
     Rows follow the numeric order of the names; each row's probabilities are divided by their sum
     (the JSON keeps six decimals) and written in full precision, so they sum to 1. ``images`` (the
     testing images folder) checks that every test image is predicted exactly once. Name the file
-    after the team, as the organisers ask (``--out TEAM.csv``).
+    after the team, as the organisers ask (``--out TEAM.csv``); ``team`` is accepted as for the other
+    tasks and not used (the CSV has no team field).
 
     Raises:
         SubmissionError: no predictions, a missing or malformed one, probabilities that are no
@@ -73,6 +74,11 @@ def write_drac22_grading_submission(
     if not pred.is_dir():
         raise SubmissionError(f"prediction folder not found: {pred} (write it with `eyegc predict`)")
     ids = sorted_case_ids([p.stem for p in pred.glob("*.json") if not p.name.startswith(".")])
+    twice = [b for a, b in itertools.pairwise(ids) if int(a) == int(b)]
+    if twice:
+        raise SubmissionError(
+            f"{pred} holds two predictions of image {int(twice[0]):03d} (zero-padded and not); keep one"
+        )
     if not ids:
         raise SubmissionError(f"{pred} holds no predictions (<image>.json); run `eyegc predict` first")
     _check_images(ids, None if images is None else Path(images), pred)
@@ -132,7 +138,10 @@ def read_drac22_grading_submission(
     """
     path = Path(path)
     text = decode_table_text(path.read_bytes(), str(path))
-    rows = [(n, row) for n, row in enumerate(csv.reader(text.lstrip("\ufeff").splitlines()), 1) if any(row)]
+    try:
+        rows = [(n, row) for n, row in enumerate(csv.reader(text.lstrip("\ufeff").splitlines()), 1) if any(row)]
+    except csv.Error as exc:
+        raise DataError(f"{path} is no readable CSV ({exc}); check its quotes") from None
     if not rows:
         raise DataError(f"{path} is empty; the first line is {','.join(submission_header(grades))}")
     columns = _header_columns(rows[0][1], grades, f"{path}, line {rows[0][0]}")
@@ -145,12 +154,11 @@ def read_drac22_grading_submission(
     missing = [c for c in case_ids if c not in found]
     extra = sorted_case_ids([n for n in found if n not in set(case_ids)])
     if missing or extra:
-        problem = (
-            f"no row for {', '.join(missing[:5])}"
-            if missing
-            else f"rows for images not in the set: {', '.join(extra[:5])}"
-        )
-        raise DataError(f"{path}: {problem}; the submission must match the test images one to one")
+        problems = [f"no row for {', '.join(missing[:5])}"] if missing else []
+        problems += [f"rows for images not in the set: {', '.join(extra[:5])}"] if extra else []
+        padded = {int(c) for c in missing} & {int(c) for c in extra}
+        hint = " (names keep the test set's zero padding: 086.png, not 86.png)" if padded else ""
+        raise DataError(f"{path}: {'; '.join(problems)}{hint}; the submission must match the test images one to one")
     out_grades = np.array([[found[c][1]] for c in case_ids], dtype=np.int64).reshape(len(case_ids), 1)
     out_probs = np.array([[found[c][2]] for c in case_ids], dtype=np.float64).reshape(len(case_ids), 1, grades)
     return out_grades, out_probs

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from eyegc.common.errors import DataError
 from eyegc.common.evaluation import MeanOverlapMetric, check_metric_lengths
 from eyegc.common.plugin import EvaluationResult
 from sklearn.metrics import roc_auc_score
@@ -73,6 +74,8 @@ def _grade_probabilities(array: np.ndarray, case_id: str, grades: int) -> np.nda
     values = np.asarray(array, dtype=np.float64).reshape(-1)[:grades]
     if values.size != grades or not np.all(np.isfinite(values)) or (values < 0).any():
         raise ValueError(f"case {case_id}: expected {grades} finite non-negative grade probabilities, got {array!r}")
+    if not values.sum() > 0:  # a prediction file can say so; scikit-learn would fail on the row
+        raise DataError(f"case {case_id}: its grade probabilities are all 0; predict the case again")
     return values
 
 

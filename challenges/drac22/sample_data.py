@@ -151,6 +151,8 @@ def _draw_names(rng: np.random.Generator, count: int, taken: set[int], ranges: S
     names: list[int] = []
     while len(names) < count:
         low, high = ranges[min(len(names), len(ranges) - 1)]
+        if taken.issuperset(range(low, high + 1)):  # that range is used up: draw from the last (all names)
+            low, high = ranges[-1]
         name = int(rng.integers(low, high + 1))
         if name not in taken:
             taken.add(name)

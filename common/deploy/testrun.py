@@ -370,6 +370,8 @@ def compare_with_reference(
             differing += int(np.count_nonzero(levels > 1))
             total += levels.size
         elif socket.content in ("likelihood", "probabilities"):
+            if np.shape(got) != np.shape(want):
+                raise SubmitError(f"case {case.case_id}: {socket.slug} holds {got!r}; eyegc predict gives {want!r}")
             gaps = np.abs(np.asarray(got, dtype=np.float64) - np.asarray(want, dtype=np.float64))
             differing += int(np.count_nonzero(gaps > (1 / 255 if exact else 0.02)))
             total += int(gaps.size)
