@@ -7,7 +7,12 @@ backend is an object with these members, published under the
 ``eyegc.backends`` entry-point group and found by name with
 :func:`eyegc.common.registry.get_backend`, the way nnU-Net finds trainer classes: the core never
 tests a backend's name. eyegc has two: ``torch`` (:mod:`eyegc.common.torch_backend`) and
-``paddle`` (:mod:`eyegc.common.paddle_backend`).
+``paddle`` (:mod:`eyegc.common.paddle_backend`); nnU-Net's is ``nnunet`` (:mod:`eyegc.common.nnunet.backend`).
+
+Two capabilities are optional, each a protocol of its own that a backend has or has not (as a
+plugin's :class:`~eyegc.common.plugin.OwnPostprocessing`): :class:`OwnInference`, a backend whose
+bundles predict through the library's own predictor rather than eyegc's sliding window and TTA; and
+:class:`NeedsExtra`, a backend whose bundles need an optional dependency in the algorithm image.
 """
 
 from __future__ import annotations
@@ -25,7 +30,16 @@ if TYPE_CHECKING:  # annotations only: the registry imports this module, and `ey
     import numpy as np
     import torch
 
-__all__ = ["EpochCallback", "FoldFinished", "FoldJob", "TrainConfig", "TrainingBackend", "TrainingData"]
+__all__ = [
+    "EpochCallback",
+    "FoldFinished",
+    "FoldJob",
+    "NeedsExtra",
+    "OwnInference",
+    "TrainConfig",
+    "TrainingBackend",
+    "TrainingData",
+]
 
 #: called after each epoch's checkpoint is saved: (fold, epoch, history). May raise to stop.
 EpochCallback = Callable[[int, int, dict[str, list[float]]], None]
@@ -53,7 +67,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     tune: bool = True
-    #: "torch" (MONAI networks) or "paddle" (classification tasks; eyegc.common.paddle_backend).
+    #: "torch" (MONAI networks), "paddle" (classification tasks) or "nnunet" (nnU-Net v2, segmentation).
     backend: str = "torch"
     #: CLAHE before normalising: "none", "channels" or "lab"; ``clahe_clip`` its clip limit.
     clahe: str | None = None
@@ -133,3 +147,24 @@ class TrainingBackend(Protocol):
     def load_fold(self, config: BundleConfig, weights: Path) -> Any:
         """One trained fold for inference: on the CPU, eval mode, callable on a torch batch (BundleError)."""
         ...
+
+
+@runtime_checkable
+class OwnInference(Protocol):
+    """A backend whose bundles predict with the library's own predictor (nnU-Net: its sliding
+    window, mirroring and fold averaging), not with eyegc's sliding window and TTA ops."""
+
+    def bundle_predictor(
+        self, plugin: TaskPlugin, config: BundleConfig, folds: Sequence[Any], tta: str, device: torch.device
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """A bundle's predictor: ``(C, H, W)`` image -> ``(classes, H, W)`` probabilities at its size, the mean
+        over ``folds`` (what :meth:`TrainingBackend.load_fold` returned for each)."""
+        ...
+
+
+@runtime_checkable
+class NeedsExtra(Protocol):
+    """A backend whose bundles need an optional dependency (``pip install 'eyegc[<extra>]'``) in the image."""
+
+    #: the ``pyproject.toml`` extra: ``paddle``, ``nnunet``.
+    extra: str

@@ -637,11 +637,66 @@ def _add_platform_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> No
     p.set_defaults(func=_cmd_gc_try)
 
 
+def _cmd_nnunet_dataset(args: argparse.Namespace) -> int:
+    from eyegc.common.nnunet.dataset import export_dataset
+    from eyegc.common.registry import get_task
+
+    folder = export_dataset(get_task(args.task), args.data, args.out, args.id, args.working_scale, args.overwrite)
+    print(f"nnU-Net raw dataset: {folder}")
+    print(f"next: export nnUNet_raw={folder.parent.resolve()}; nnUNetv2_plan_and_preprocess -d {args.id} -c 2d")
+    return 0
+
+
+def _cmd_nnunet_import(args: argparse.Namespace) -> int:
+    from eyegc.common.nnunet.importer import import_model
+    from eyegc.common.registry import get_task
+
+    out = import_model(get_task(args.task), args.results, args.out, args.folds, args.checkpoint, args.overwrite)
+    print(f"model bundle (backend nnunet): {out}")
+    print(f"next: eyegc predict {args.task} --model {out} --images IMAGES --out PRED")
+    return 0
+
+
+def _add_nnunet_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``nnunet dataset`` and ``nnunet import``: to and from nnU-Net v2 (training: ``train --backend nnunet``)."""
+    nnunet = add_parser("nnunet", help="nnU-Net v2: export a task's data in its raw format; import a trained model")
+    actions = nnunet.add_subparsers(dest="action", required=True)
+    p = actions.add_parser("dataset", help="write DatasetNNN_<task>/ (imagesTr, labelsTr, imagesTs, dataset.json)")
+    p.add_argument("task")
+    p.add_argument("--data", type=Path, required=True, help="data root in the official layout")
+    p.add_argument("--out", type=Path, required=True, help="the nnUNet_raw folder to write the dataset into")
+    p.add_argument("--id", type=int, default=500, help="nnU-Net dataset id (default 500; 1..999)")
+    p.add_argument(
+        "--working-scale", type=float, default=1.0, help="resize images and labels by this (default 1: original size)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace this dataset's folder if it exists")
+    p.set_defaults(func=_cmd_nnunet_dataset)
+    p = actions.add_parser("import", help="a trained nnU-Net model folder as an eyegc bundle")
+    p.add_argument("task")
+    p.add_argument(
+        "--results", type=Path, required=True, help="nnUNet_results/DatasetNNN_<name>/<trainer>__<plans>__2d"
+    )
+    p.add_argument("--folds", type=int, nargs="+", help="the folds to import (default: every trained one)")
+    p.add_argument(
+        "--checkpoint", default="checkpoint_final.pth", help="which checkpoint (default checkpoint_final.pth)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_nnunet_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="eyegc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    verbs = (_add_setup_verbs, _add_train_verb, _add_scoring_verbs, _add_platform_verb, *plugin_verbs())
+    verbs = (
+        _add_setup_verbs,
+        _add_train_verb,
+        _add_scoring_verbs,
+        _add_nnunet_verb,
+        _add_platform_verb,
+        *plugin_verbs(),
+    )
     for add_verbs in verbs:
         add_verbs(sub.add_parser)
     return parser

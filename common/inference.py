@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from eyegc.common.backend import OwnInference
 from eyegc.common.bundle import Bundle, check_input_channels, load_bundle
 from eyegc.common.bundle_config import Postprocessing
 from eyegc.common.datafiles import index_files
@@ -19,7 +20,7 @@ from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import DIHEDRAL_OPS, TaskKind, TaskPlugin
 from eyegc.common.postprocessing import plugin_postprocess
 from eyegc.common.preprocessing import prepare_image, resize_probabilities
-from eyegc.common.registry import look_up_option
+from eyegc.common.registry import get_backend, look_up_option
 from monai.inferers import sliding_window_inference
 from torch import nn
 from tqdm import tqdm
@@ -168,7 +169,14 @@ class Predictor:
         self.bundles = list(bundles)
         self.ops = tta_ops_for(plugin, tta)
         self.device = torch.device(device)
-        for bundle in self.bundles:
+        #: bundle index -> the backend's own predictor (OwnInference); the others run eyegc's.
+        self.own_predictors: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
+        for index, bundle in enumerate(self.bundles):
+            backend = get_backend(bundle.config.backend)
+            if isinstance(backend, OwnInference):
+                folds = [fold.network for fold in bundle.folds]
+                self.own_predictors[index] = backend.bundle_predictor(plugin, bundle.config, folds, tta, self.device)
+                continue
             for fold in bundle.folds:
                 fold.network.to(self.device).eval()
 
@@ -190,7 +198,10 @@ class Predictor:
         shape = tuple(image.shape[-2:])
         total = torch.zeros((len(self.plugin.classes), *shape), dtype=torch.float32)
         autocast = torch.autocast("cuda") if self.device.type == "cuda" else nullcontext()
-        for bundle in self.bundles:
+        for index, bundle in enumerate(self.bundles):
+            if index in self.own_predictors:  # its fold mean, weighted as its folds
+                total += torch.from_numpy(self.own_predictors[index](image)) * len(bundle.folds)
+                continue
             prepared = prepare_image(image, bundle.config.preprocessing).to(self.device)
             for fold in bundle.folds:
                 with autocast:

@@ -532,6 +532,8 @@ class PaddleBackend:
     checkpoint_name: str = PADDLE_CHECKPOINT_NAME
     #: one process: paddle's own distributed training is not wired (torchrun is torch's).
     distributed: bool = False
+    #: the optional dependencies an image holding such a bundle installs (NeedsExtra).
+    extra: str = "paddle"
 
     def check_settings(self, plugin: TaskPlugin, cfg: TrainConfig) -> None:
         """Classification tasks only, folds one after another, paddle installed, a device paddle has."""

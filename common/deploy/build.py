@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eyegc.common.backend import NeedsExtra
 from eyegc.common.bundle import CHECKSUMS_NAME, CONFIG_NAME, SPLITS_NAME, load_bundle, read_checksums
 from eyegc.common.deploy.steps import SubmitError, link_tree, run_command, safe_name, say, source_root, step
 from eyegc.common.invoke import API_METHOD_LABEL
+from eyegc.common.registry import get_backend
 from eyegc.common.sockets import (
     SOCKETS_LABEL,
     Interface,
@@ -84,6 +86,12 @@ def stage_bundles(task: str, models: Sequence[Path], dest: Path) -> list[StagedB
         )
         say(f"bundle {model}: {len(bundle.folds)} fold(s), {bundle.config.network.name}, verified")
     return staged
+
+
+def backend_extras(backends: set[str]) -> dict[str, str]:
+    """``backend -> extra`` for the bundles' backends that need an optional dependency in the image."""
+    found = {name: get_backend(name) for name in sorted(backends)}
+    return {name: backend.extra for name, backend in found.items() if isinstance(backend, NeedsExtra)}
 
 
 def _project_requirements(wheel: Path, extras: Sequence[str] = ()) -> list[str]:
@@ -326,9 +334,10 @@ def build_image(
         )
     started = time.perf_counter()
     backends = {json.loads((b.path / CONFIG_NAME).read_text()).get("backend", "torch") for b in staged}
-    extras = ["paddle"] if "paddle" in backends else []
-    if extras:
-        say("a bundle uses the paddle backend: the image gets the paddle extra (paddlepaddle, CPU build)")
+    extras = backend_extras(backends)
+    for name, extra in sorted(extras.items()):
+        say(f"a bundle uses the {name} backend: the image gets the {extra} extra (CPU builds)")
+    extras = sorted(set(extras.values()))
     wheel, deps_dir, requirements = _wheelhouse(sys.executable, work, args.refresh_wheelhouse, extras)
     timings["wheelhouse"] = round(time.perf_counter() - started, 1)
     base_torch = base["torch"][0] if base["torch"] else None
