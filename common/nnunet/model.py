@@ -17,8 +17,10 @@ sliding window, mirrors (its test-time augmentation) and averages the folds' log
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -82,7 +84,8 @@ def read_nnunet_checkpoint(path: Path) -> dict[str, Any]:
     """
     allowed = [np._core.multiarray.scalar, np.dtype, *(type(np.dtype(t)) for t in ("f4", "f8", "i8"))]
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on a foreign pickle protocol: the error below says enough
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -202,12 +205,15 @@ class NnunetPredictor:
                 device=device,
                 allow_tqdm=False,
             )
-        network = first.network.to(device).eval()
+        # nnU-Net loads each fold's weights into this one network in turn: it gets a copy, and each
+        # fold's weights are cloned, else the first fold's tensors (the network's own) would be
+        # overwritten by the last fold's and every image after the first predicted with that fold twice.
+        network = copy.deepcopy(first.network).to(device).eval()
         self.predictor.manual_initialization(
             network,
             manager,
             manager.get_configuration(first.configuration),
-            [f.network.state_dict() for f in folds],
+            [{k: v.detach().clone().to(device) for k, v in f.network.state_dict().items()} for f in folds],
             first.dataset_json,
             first.trainer_name,
             first.mirror_axes,
