@@ -4,7 +4,7 @@
 # container end to end (./submit.sh drac22-task1 --demo and goals-glaucoma --demo: image sockets and a
 # JSON value socket, exec and invoke mode, each also under the platform's runner sagemaker-shim from a
 # local S3; then goals-glaucoma with a PaddlePaddle bundle: the image gets
-# the paddle extra; then an image on a base that has its own torch: exactly one torch, the base's;
+# the paddle extra; then goals-layers with an nnU-Net bundle (the nnunet extra); then an image on a base that has its own torch: exactly one torch, the base's;
 # build, offline test runs, export).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 # EYEGC_SKIP_CONTAINER=1 skips the container stage.
@@ -30,7 +30,7 @@ if [ "${EYEGC_SKIP_CONTAINER:-0}" = 1 ]; then
   echo "test.sh: container stage skipped (EYEGC_SKIP_CONTAINER=1)"
   exit 0
 fi
-echo "== container end to end: drac22-task1 --demo, goals-glaucoma --demo, goals-glaucoma with a paddle bundle, drac22-task1 on a base with its own torch"
+echo "== container end to end: drac22-task1 --demo, goals-glaucoma --demo, goals-glaucoma with a paddle bundle, goals-layers with an nnU-Net bundle, drac22-task1 on a base with its own torch"
 started=$(date +%s)
 export EYEGC_DOCKERD_PIDFILE="${TMPDIR:-/tmp}/eyegc-dockerd-test-$$.pid"
 stop_engine() {
@@ -53,6 +53,18 @@ if scripts/docker-engine.sh; then
     --backend paddle --network-kwargs '{"depth": 18}' --epochs 2 --folds 2 --input-size 200,276 --device cpu
   ./submit.sh goals-glaucoma --model build/test-paddle-gc --data demo/goals-glaucoma/data --max-cases 2 \
     --tag eyegc-goals-glaucoma-paddle --base-image "$base_image" --out build/test-dist --no-shim
+  # An imported nnU-Net model (trained here by eyegc train --backend nnunet with a tiny CPU plan, then its
+  # nnU-Net model folder imported as a user's would be): the image gets the nnunet extra and must predict
+  # through nnU-Net's predictor exactly as `eyegc predict` does, also under the platform's runner.
+  rm -rf build/test-nnunet-data build/test-nnunet-gl build/test-nnunet-imported
+  .venv/bin/eyegc sample-data goals-layers build/test-nnunet-data --cases 4 --test-cases 2
+  .venv/bin/eyegc train goals-layers --data build/test-nnunet-data --out build/test-nnunet-gl --backend nnunet \
+    --folds 2 --epochs 1 --working-scale 0.5 --device cpu \
+    --network-kwargs '{"gpu_memory_target": 0.05, "base_features": 8, "max_features": 32, "iterations_per_epoch": 3, "val_iterations": 1}'
+  .venv/bin/eyegc nnunet import goals-layers --out build/test-nnunet-imported \
+    --results build/test-nnunet-gl/nnunet/results/Dataset500_goals_layers/nnUNetTrainer__nnUNetPlans__2d
+  ./submit.sh goals-layers --model build/test-nnunet-imported --data build/test-nnunet-data --max-cases 2 \
+    --tag eyegc-goals-layers-nnunet --base-image "$base_image" --out build/test-dist
   # A base image that carries its own torch (as pytorch/pytorch images do): the image must use it and
   # hold no second torch (the build checks both).
   containers/make_torch_base_image.sh eyegc-base-torch:bookworm "$base_image"
