@@ -665,6 +665,7 @@ def _add_nnunet_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None
     p.add_argument("task")
     p.add_argument("--data", type=Path, required=True, help="data root in the official layout")
     p.add_argument("--out", type=Path, required=True, help="the nnUNet_raw folder to write the dataset into")
+    # 500: nnunet.dataset.DEFAULT_DATASET_ID (not imported here: it brings torch into `eyegc --help`)
     p.add_argument("--id", type=int, default=500, help="nnU-Net dataset id (default 500; 1..999)")
     p.add_argument(
         "--working-scale", type=float, default=1.0, help="resize images and labels by this (default 1: original size)"

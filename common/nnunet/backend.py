@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +276,7 @@ def _validation_score(job: FoldJob, oof: dict[str, np.ndarray]) -> float:
     return float(result.leaderboard[plugin.metric.primary])
 
 
+@dataclass(frozen=True)
 class NnunetBackend:
     """nnU-Net v2's planning, preprocessing, training and predictor for segmentation tasks."""
 
