@@ -83,8 +83,8 @@ def _epoch_seconds(plugin: TaskPlugin, data: Path, cfg: TrainConfig, probe: Path
     if cfg.backend == "torch":
         probe_cfg = replace(probe_cfg, validate_every=1000)
     shutil.rmtree(probe, ignore_errors=True)
-    train(plugin, data, probe, probe_cfg, callbacks=[lambda *_: stamps.append(time.perf_counter())])
     if cfg.backend == "nnunet":  # nnU-Net trains in a child process: its checkpoint has the epoch times
+        train(plugin, data, probe, probe_cfg)
         model = next((probe / "nnunet" / "results").glob("*/*"))
         logged = read_nnunet_checkpoint(model / "fold_0" / "checkpoint_final.pth")["logging"]
         ends, starts = logged["epoch_end_timestamps"], logged["epoch_start_timestamps"]
@@ -92,6 +92,7 @@ def _epoch_seconds(plugin: TaskPlugin, data: Path, cfg: TrainConfig, probe: Path
         setup = (probe / "nnunet" / "plan.log").stat().st_mtime - started
         shutil.rmtree(probe, ignore_errors=True)
         return epoch, setup
+    train(plugin, data, probe, probe_cfg, callbacks=[lambda *_: stamps.append(time.perf_counter())])
     shutil.rmtree(probe, ignore_errors=True)
     return (stamps[2] - stamps[0]) / 2, 0.0
 

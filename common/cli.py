@@ -641,9 +641,14 @@ def _cmd_nnunet_dataset(args: argparse.Namespace) -> int:
     from eyegc.common.nnunet.dataset import export_dataset
     from eyegc.common.registry import get_task
 
-    folder = export_dataset(get_task(args.task), args.data, args.out, args.id, args.working_scale, args.overwrite)
+    plugin = get_task(args.task)
+    folder = export_dataset(plugin, args.data, args.out, args.id, args.working_scale, args.overwrite, not args.no_test)
     print(f"nnU-Net raw dataset: {folder}")
-    print(f"next: export nnUNet_raw={folder.parent.resolve()}; nnUNetv2_plan_and_preprocess -d {args.id} -c 2d")
+    base = folder.parent.resolve()
+    print(
+        f"next: export nnUNet_raw={base} nnUNet_preprocessed={base.parent / 'nnUNet_preprocessed'} "
+        f"nnUNet_results={base.parent / 'nnUNet_results'}; nnUNetv2_plan_and_preprocess -d {args.id} -c 2d"
+    )
     return 0
 
 
@@ -670,6 +675,7 @@ def _add_nnunet_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None
     p.add_argument(
         "--working-scale", type=float, default=1.0, help="resize images and labels by this (default 1: original size)"
     )
+    p.add_argument("--no-test", action="store_true", help="export the training cases alone (no imagesTs)")
     p.add_argument("--overwrite", action="store_true", help="replace this dataset's folder if it exists")
     p.set_defaults(func=_cmd_nnunet_dataset)
     p = actions.add_parser("import", help="a trained nnU-Net model folder as an eyegc bundle")

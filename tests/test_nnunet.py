@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +30,10 @@ from eyegc.common.nnunet.dataset import (
     export_dataset,
     label_scheme,
     nnunet_image,
+    resize_label_map,
 )
 from eyegc.common.nnunet.importer import import_model
-from eyegc.common.nnunet.model import MISSING_NNUNET, NNUNET_FOLD_NAME, require_nnunet
+from eyegc.common.nnunet.model import MISSING_NNUNET, NNUNET_FOLD_NAME, read_nnunet_checkpoint, require_nnunet
 from eyegc.common.registry import get_task
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import TrainConfig, train
@@ -224,13 +227,14 @@ def test_a_missing_nnunetv2_is_one_line_naming_the_extra(monkeypatch: pytest.Mon
 
 
 def test_a_failing_nnunet_step_is_one_line_and_a_new_run_leaves_nothing(
-    nnunetv2: object, layers_data: Path, tmp_path: Path
+    nnunetv2: object, layers_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tiny_nnunet_config(network_kwargs={**TINY_NNUNET, "planner": "NoSuchPlanner"})
+    # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA): 0 makes its planning fail
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     with pytest.raises(EyegcError) as error:
-        train(get_task(LAYERS), layers_data, tmp_path / "run", cfg)
+        train(get_task(LAYERS), layers_data, tmp_path / "run", tiny_nnunet_config())
     message = str(error.value)
-    assert message.startswith("nnU-Net's planning and preprocessing failed: SystemExit: nnU-Net has no experiment")
+    assert message.startswith("nnU-Net's planning and preprocessing failed: RuntimeError: set_num_threads")
     assert "\n" not in message
     kept = Path(message.rsplit("nnU-Net's output: ", 1)[1].rstrip(")"))
     assert "Traceback" in kept.read_text()
@@ -350,3 +354,127 @@ def test_an_nnunet_bundle_evaluates_and_passes_the_in_process_container_run(
     assert submit.main([*common, "--max-cases", "2", "--no-docker", "--out", str(tmp_path / "dist")]) == 0
     manifest = json.loads((tmp_path / "dist" / f"eyegc-{LAYERS}-manifest.json").read_text())
     assert [c["equal_to_eyegc_predict"] for c in manifest["test_run"]["cases"]] == [True, True]
+
+
+# ------------------------------------------------------------------ review round: what a hostile input gets
+
+
+def test_a_scaled_label_map_takes_the_label_under_each_pixel_centre() -> None:
+    labels = np.zeros((4, 4), np.uint8)
+    labels[1, 1] = 3  # the centre of output pixel (0, 0) at scale 0.5 lies in source pixel (1, 1)
+    np.testing.assert_array_equal(resize_label_map(labels, 0.5), [[3, 0], [0, 0]])
+
+
+def test_a_test_split_that_cannot_be_read_is_named_not_skipped(drac22_data: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(drac22_data, data)
+    test_image = next(p for p in sorted(data.rglob("*.png")) if "Testing" in str(p) and "Original" in str(p))
+    shutil.copyfile(test_image, test_image.with_suffix(".tif"))  # two files for one case
+    out = tmp_path / "new" / "raw"
+    expected = r"\.tif: DRAC22 images in this folder are \.png files, not \.tif; .* \(or pass --no-test to export"
+    with pytest.raises(EyegcError, match=expected):
+        export_dataset(get_task("drac22-task1"), data, out)
+    assert not (tmp_path / "new").exists()  # nothing of it is left, not even the folders --out named
+    folder = export_dataset(get_task("drac22-task1"), data, out, with_test=False)
+    assert not any((folder / "imagesTs").iterdir())
+
+
+def test_configure_keeps_the_users_batch_size_for_resume(nnunetv2: object) -> None:
+    config = NNUNET_BACKEND.configure(get_task(LAYERS), tiny_nnunet_config(batch_size=4))
+    assert config.network.kwargs["batch_size"] == 4 and config.backend == "nnunet"
+    assert NNUNET_BACKEND.configure(get_task(LAYERS), tiny_nnunet_config()).network.kwargs["batch_size"] is None
+
+
+def test_unknown_trainers_planners_and_path_like_names_are_refused_before_anything_runs(nnunetv2: object) -> None:
+    plugin = get_task(LAYERS)
+    for key, value, message in (
+        ("trainer", "NoSuchTrainer", "nnU-Net has no trainer named 'NoSuchTrainer' here"),
+        ("planner", "NoSuchPlanner", "nnU-Net has no planner named 'NoSuchPlanner' here"),
+        ("plans", "../../x", "plans must be a class or plans name"),
+    ):
+        with pytest.raises(EyegcError, match=re.escape(message)):
+            NNUNET_BACKEND.check_settings(plugin, tiny_nnunet_config(network_kwargs={**TINY_NNUNET, key: value}))
+    # a variant nnU-Net finds only past its Primus trainers (which cannot import here) is found
+    NNUNET_BACKEND.check_settings(plugin, tiny_nnunet_config(network_kwargs={"trainer": "nnUNetTrainer_250epochs"}))
+
+
+def _model_copy(nnunet_run: Path, dest: Path) -> Path:
+    model = next((nnunet_run / "nnunet" / "results" / "Dataset500_goals_layers").iterdir())
+    shutil.copytree(model, dest, ignore=shutil.ignore_patterns("fold_1", "checkpoint_best.pth", "*.png"))
+    return dest
+
+
+def _edit_json(path: Path, edit: object) -> None:
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(data)))  # type: ignore[operator]
+
+
+@pytest.mark.slow
+def test_import_refuses_plans_that_name_code_to_import(nnunet_run: Path, tmp_path: Path) -> None:
+    for n, (field, value) in enumerate((("network_class_name", "torch.hub.load"), ("nonlin", "os.system"))):
+        model = _model_copy(nnunet_run, tmp_path / f"model{n}")
+
+        def poison(plans: dict, field: str = field, value: str = value) -> dict:
+            architecture = plans["configurations"]["2d"]["architecture"]
+            if field == "network_class_name":
+                architecture[field] = value
+            else:
+                architecture["arch_kwargs"][field] = value
+            return plans
+
+        _edit_json(model / "plans.json", poison)
+        with pytest.raises(BundleError, match=r"is not one of nnU-Net.s|only torch\.nn layers are allowed"):
+            import_model(get_task(LAYERS), model, tmp_path / f"out{n}")
+        assert not (tmp_path / f"out{n}").exists()
+
+
+@pytest.mark.slow
+def test_import_refuses_malformed_folders_in_one_line(nnunet_run: Path, tmp_path: Path) -> None:
+    plugin = get_task(LAYERS)
+    cases = (
+        ("dataset.json", lambda d: [], "is not an nnU-Net dataset.json"),
+        ("dataset.json", lambda d: {**d, "labels": {**d["labels"], "rnfl": "a"}}, "label 'rnfl' has a value"),
+        (
+            "dataset.json",  # the same labels in another order: nnU-Net's channels would follow it
+            lambda d: {**d, "labels": {"background": 0, "choroid": 3, "gcipl": 2, "rnfl": 1}},
+            "in this order",
+        ),
+        ("plans.json", lambda p: {}, "no usable '2d' configuration"),
+        (
+            "plans.json",  # weights that do not fit the plans: refused at import, not at predict
+            lambda p: {**p, "configurations": {**p["configurations"], "2d": _wider(p["configurations"]["2d"])}},
+            "the weights do not fit the network the plans describe",
+        ),
+    )
+    for n, (name, edit, message) in enumerate(cases):
+        model = _model_copy(nnunet_run, tmp_path / f"model{n}")
+        _edit_json(model / name, edit)
+        with pytest.raises(BundleError, match=re.escape(message)):
+            import_model(plugin, model, tmp_path / f"out{n}")
+    model = _model_copy(nnunet_run, tmp_path / "all")
+    (model / "fold_0").rename(model / "fold_all")
+    with pytest.raises(BundleError, match="holds fold_all only"):
+        import_model(plugin, model, tmp_path / "out_all")
+
+
+def _wider(configuration: dict) -> dict:
+    architecture = json.loads(json.dumps(configuration["architecture"]))
+    architecture["arch_kwargs"]["features_per_stage"] = [
+        2 * f for f in architecture["arch_kwargs"]["features_per_stage"]
+    ]
+    return {**configuration, "architecture": architecture}
+
+
+@pytest.mark.slow
+def test_a_checkpoint_saved_under_numpy_1_is_read(nnunet_run: Path, tmp_path: Path) -> None:
+    model = next((nnunet_run / "nnunet" / "results" / "Dataset500_goals_layers").iterdir())
+    source = model / "fold_0" / "checkpoint_final.pth"
+    copy = tmp_path / "checkpoint_final.pth"
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(copy, "w") as new:
+        for item in old.infolist():
+            data = old.read(item)
+            if item.filename.endswith("data.pkl"):
+                assert b"numpy._core.multiarray\nscalar" in data
+                data = data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
+            new.writestr(item, data)
+    assert read_nnunet_checkpoint(copy)["current_epoch"] == read_nnunet_checkpoint(source)["current_epoch"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,7 @@ from eyegc.common.nnunet.model import (
     read_nnunet_checkpoint,
     require_nnunet,
 )
-from eyegc.common.nnunet.worker import ERROR_PREFIX
+from eyegc.common.nnunet.worker import ERROR_PREFIX, PLANNERS, TRAINERS, find_class
 from eyegc.common.plugin import TaskPlugin
 from eyegc.common.postprocessing import plugin_postprocess
 from eyegc.common.training import FoldLog, resolve_config
@@ -88,6 +89,7 @@ NNUNET_KWARGS: dict[str, Any] = {
     "max_features": None,  # its widest (nnU-Net: 512 in 2D)
     "iterations_per_epoch": None,  # nnU-Net: 250
     "val_iterations": None,  # nnU-Net: 50
+    "batch_size": None,  # eyegc train's --batch-size, kept here (nnU-Net: the plans')
 }
 #: ``eyegc train`` options nnU-Net decides for itself: refused under ``--backend nnunet``.
 NNUNET_OWN_SETTINGS = {
@@ -120,7 +122,20 @@ def nnunet_network_spec(kwargs: dict[str, Any] | None) -> NetworkSpec:
             f"--network-kwargs {', '.join(unknown)} is not a setting of the nnunet backend; "
             f"it takes {', '.join(NNUNET_KWARGS)}"
         )
-    for key in ("gpu_memory_target", "base_features", "max_features", "iterations_per_epoch", "val_iterations"):
+    for key in ("trainer", "planner", "plans"):
+        value = given.get(key, NNUNET_KWARGS[key])
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise EyegcError(
+                f"--network-kwargs {key} must be a class or plans name (letters, digits, _), not {value!r}"
+            )
+    for key in (
+        "gpu_memory_target",
+        "base_features",
+        "max_features",
+        "iterations_per_epoch",
+        "val_iterations",
+        "batch_size",
+    ):
         value = given.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
             raise EyegcError(f"--network-kwargs {key} must be a positive number, not {value!r}")
@@ -231,7 +246,6 @@ def _train_fold(job: FoldJob, paths: _Paths, plans: dict[str, Any], fold: int, d
     fold_dir = job.run / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     results = paths.results / f"fold_{fold}"
-    (fold_dir / MARKER_NAME).write_text(json.dumps({"nnunet_fold": str(results.relative_to(job.run))}) + "\n")
     settings = {
         "dataset_name": paths.dataset,
         "plans_name": kwargs["plans"],
@@ -241,11 +255,12 @@ def _train_fold(job: FoldJob, paths: _Paths, plans: dict[str, Any], fold: int, d
         "device": str(device),
         "settings": {
             "epochs": job.config.training.epochs,
-            "batch_size": job.config.training.batch_size,
+            "batch_size": kwargs.get("batch_size"),
             "iterations_per_epoch": kwargs["iterations_per_epoch"],
             "val_iterations": kwargs["val_iterations"],
         },
         "resume": (results / "checkpoint_latest.pth").is_file() or (results / "checkpoint_final.pth").is_file(),
+        "marker": str(fold_dir / MARKER_NAME),
     }
     _run_worker("train", settings, paths, device, f"training of fold {fold}")
     dataset_json = json.loads((paths.preprocessed / "dataset.json").read_text())
@@ -295,15 +310,18 @@ class NnunetBackend:
                 raise EyegcError(f"{option} is nnU-Net's own choice under --backend nnunet; drop it")
         if cfg.jobs > 1:
             raise EyegcError("the nnunet backend trains its folds one after another: use --jobs 1")
-        nnunet_network_spec(cfg.network_kwargs)
+        kwargs = nnunet_network_spec(cfg.network_kwargs).kwargs
         require_nnunet()
         resolve_device(cfg.device)
+        for key, package in (("trainer", TRAINERS), ("planner", PLANNERS)):
+            if find_class(package, kwargs[key]) is None:
+                raise EyegcError(f"--network-kwargs {key}: nnU-Net has no {key} named {kwargs[key]!r} here")
 
     def configure(self, plugin: TaskPlugin, cfg: TrainConfig) -> BundleConfig:
         """The shared run config with nnU-Net's network spec, epochs and the working scale (default 1)."""
         config = resolve_config(plugin, replace(cfg, network_kwargs=None))
         config.backend = self.name
-        config.network = nnunet_network_spec(cfg.network_kwargs)
+        config.network = nnunet_network_spec({**(cfg.network_kwargs or {}), "batch_size": cfg.batch_size})
         config.preprocessing = Preprocessing(working_scale=cfg.working_scale or 1.0)
         config.training.epochs = cfg.epochs or NNUNET_DEFAULT_EPOCHS
         config.training.loss = "nnunet"
@@ -319,9 +337,11 @@ class NnunetBackend:
         device = resolve_device(job.cfg.device)
         paths = _Paths(job.run, job.plugin, job.config.network.kwargs)
         plans = _prepare(job, paths, device)
+        if job.callbacks:
+            raise EyegcError("epoch callbacks run in eyegc's training process; nnU-Net trains in its own: drop them")
         planned = plans["configurations"][job.config.network.kwargs["configuration"]]
-        if not job.cfg.batch_size and not any(job.config.folds.values()):
-            job.config.training.batch_size = int(planned["batch_size"])
+        # what nnU-Net trains with: the user's --batch-size (kept in the kwargs, so resume keeps it) or the plans'
+        job.config.training.batch_size = int(job.config.network.kwargs.get("batch_size") or planned["batch_size"])
         job.config.patch_size = int(max(planned["patch_size"]))
         for fold in job.todo:
             started = time.perf_counter()

@@ -26,6 +26,7 @@ choices, each documented in ``dataset.json`` under ``"eyegc"`` so an import can 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Sequence
@@ -50,11 +51,14 @@ __all__ = [
     "LabelScheme",
     "class_probabilities",
     "dataset_folder_name",
+    "dataset_json",
     "decode_label_map",
     "encode_label_map",
     "export_dataset",
     "label_scheme",
     "nnunet_image",
+    "resize_label_map",
+    "write_dataset",
 ]
 
 #: ``dataset.json["eyegc"]["format"]``: what an import expects to find there.
@@ -142,12 +146,15 @@ def nnunet_image(image: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return resized.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def _resize_labels(label_map: np.ndarray, scale: float) -> np.ndarray:
+def resize_label_map(label_map: np.ndarray, scale: float) -> np.ndarray:
+    """An ``(H, W)`` label map at ``scale``, each output pixel the label under its centre."""
     if scale == 1.0:
         return label_map
     size = working_shape(label_map.shape, scale)
     tensor = torch.from_numpy(np.ascontiguousarray(label_map)).float()[None, None]
-    return F.interpolate(tensor, size=size, mode="nearest")[0, 0].to(torch.uint8).numpy()
+    # nearest-exact samples each output pixel's centre, as the bilinear image resize is centre-aligned;
+    # plain "nearest" takes each block's top-left pixel and shifts labels against images by (1/s - 1)/2 px.
+    return F.interpolate(tensor, size=size, mode="nearest-exact")[0, 0].to(torch.uint8).numpy()
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:
@@ -185,11 +192,13 @@ def dataset_json(plugin: TaskPlugin, training_cases: int, scale: float) -> dict[
     return data
 
 
-def _test_cases(plugin: TaskPlugin, data_root: Path) -> list[Case]:
+def _test_cases(plugin: TaskPlugin, data_root: Path, with_test: bool) -> list[Case]:
+    if not with_test:
+        return []
     try:
         return plugin.list_cases(data_root, "test", require_labels=False)
-    except DataError:
-        return []  # no test split: imagesTs stays empty, as nnU-Net allows
+    except DataError as error:
+        raise DataError(f"{error} (or pass --no-test to export the training cases alone)") from None
 
 
 def write_dataset(
@@ -203,7 +212,7 @@ def write_dataset(
             folder / "imagesTr" / f"{case.case_id}_0000{FILE_ENDING}",
             nnunet_image(plugin.read_image(case.image), scale),
         )
-        labels = _resize_labels(encode_label_map(plugin, plugin.read_target(case)), scale)
+        labels = resize_label_map(encode_label_map(plugin, plugin.read_target(case)), scale)
         write_png(folder / "labelsTr" / f"{case.case_id}{FILE_ENDING}", labels)
     for case in tqdm(test, desc="test images", unit="case", leave=False):
         _write_image(
@@ -221,9 +230,10 @@ def export_dataset(
     dataset_id: int = DEFAULT_DATASET_ID,
     scale: float = 1.0,
     overwrite: bool = False,
+    with_test: bool = True,
 ) -> Path:
-    """``eyegc nnunet dataset``: write ``out/Dataset<NNN>_<task>`` (module docstring); nothing is left
-    behind if a case fails.
+    """``eyegc nnunet dataset``: write ``out/Dataset<NNN>_<task>`` (module docstring), the test split's
+    images in ``imagesTs`` unless ``with_test`` is False; nothing is left behind if a case fails.
 
     Returns:
         The dataset folder.
@@ -243,8 +253,15 @@ def export_dataset(
     if taken:
         raise EyegcError(f"{taken[0]} already has id {dataset_id}; nnU-Net needs one folder per id: pass another --id")
     train = plugin.list_cases(data_root, "train")
-    test = _test_cases(plugin, data_root)
+    test = _test_cases(plugin, data_root, with_test)
+    created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_output_dir(folder, overwrite=overwrite) as tmp:
-        write_dataset(plugin, tmp, train, test, scale)
+    try:
+        with atomic_output_dir(folder, overwrite=overwrite) as tmp:
+            write_dataset(plugin, tmp, train, test, scale)
+    except BaseException:
+        for made in created:  # innermost first: the folders this call made, now empty again
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
     return folder

@@ -26,7 +26,7 @@ from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.imageio import atomic_output_dir
 from eyegc.common.nnunet.backend import NNUNET_BACKEND, NNUNET_LEARNING_RATE, nnunet_network_spec, save_fold
 from eyegc.common.nnunet.dataset import DATASET_FORMAT, label_scheme
-from eyegc.common.nnunet.model import NNUNET_FOLD_NAME, require_nnunet
+from eyegc.common.nnunet.model import NNUNET_FOLD_NAME, check_plans, load_nnunet_fold, require_nnunet
 from eyegc.common.outputs import OutputKind, check_output_path
 from eyegc.common.plugin import TaskPlugin
 from eyegc.common.training import resolve_config
@@ -48,24 +48,37 @@ def _read_json(path: Path) -> Any:
         raise BundleError(f"{path} is not valid JSON ({exc})") from None
 
 
-def _normalised(labels: dict[str, Any]) -> dict[str, list[int]]:
-    return {k: sorted(v) if isinstance(v, list) else [int(v)] for k, v in labels.items()}
+def _labels(labels: Any, source: Path) -> list[tuple[str, list[int]]]:
+    """``dataset.json``'s labels in their order (nnU-Net orders its output channels by it)."""
+    if not isinstance(labels, dict):
+        raise BundleError(f"{source}: labels must be an object of name -> value or list of values")
+    ordered = []
+    for name, value in labels.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise BundleError(f"{source}: label {name!r} has a value that is not an integer ({value!r})")
+        ordered.append((name, sorted(values)))
+    return ordered
 
 
-def check_dataset_json(plugin: TaskPlugin, dataset_json: dict[str, Any], source: Path) -> float:
-    """Refuse a model trained on other labels or channels than the task's; returns its working scale."""
-    ours = dataset_json.get("eyegc") or {}
-    if ours and ours.get("format") == DATASET_FORMAT and ours.get("task") != plugin.name:
+def check_dataset_json(plugin: TaskPlugin, dataset_json: Any, source: Path) -> float:
+    """Refuse a model trained on other labels (or the same in another order), regions or channels than
+    the task's; returns its working scale."""
+    if not isinstance(dataset_json, dict):
+        raise BundleError(f"{source} is not an nnU-Net dataset.json (not a JSON object)")
+    ours = dataset_json.get("eyegc") if isinstance(dataset_json.get("eyegc"), dict) else {}
+    if ours.get("format") == DATASET_FORMAT and ours.get("task") != plugin.name:
         raise BundleError(f"{source} describes an export of {ours.get('task')!r}, not {plugin.name!r}")
     scheme = label_scheme(plugin)
-    if _normalised(dataset_json.get("labels") or {}) != _normalised(scheme.labels):
+    if _labels(dataset_json.get("labels"), source) != _labels(scheme.labels, source):
         raise BundleError(
             f"{source} declares labels {json.dumps(dataset_json.get('labels'))}; {plugin.name} needs "
-            f"{json.dumps(scheme.labels)} (make the dataset with `eyegc nnunet dataset {plugin.name}`)"
+            f"{json.dumps(scheme.labels)}, in this order (make the dataset with `eyegc nnunet dataset {plugin.name}`)"
         )
     if scheme.region_based and dataset_json.get("regions_class_order") != scheme.regions_class_order:
         raise BundleError(f"{source}: regions_class_order must be {scheme.regions_class_order} for {plugin.name}")
-    channels = len(dataset_json.get("channel_names") or {})
+    names = dataset_json.get("channel_names")
+    channels = len(names) if isinstance(names, dict) else 0
     if channels != plugin.in_channels:
         raise BundleError(f"{source} has {channels} input channel(s); {plugin.name} reads {plugin.in_channels}")
     scale = ours.get("working_scale", 1.0)
@@ -79,6 +92,11 @@ def model_folds(results: Path, folds: Sequence[int] | None, checkpoint: str) -> 
     if folds is None:
         found = sorted(p for p in results.glob("fold_*") if p.name[5:].isdigit() and (p / checkpoint).is_file())
         chosen = {int(p.name[5:]): p / checkpoint for p in found}
+        if not chosen and (results / "fold_all" / checkpoint).is_file():
+            raise BundleError(
+                f"{results} holds fold_all only (nnU-Net trained on every case): an eyegc bundle holds "
+                "cross-validation folds; train numbered folds (nnUNetv2_train ... 0 to 4) and import those"
+            )
         if not chosen:
             raise BundleError(f"{results} holds no fold_<k>/{checkpoint} (has training finished?)")
         return dict(sorted(chosen.items()))
@@ -142,6 +160,7 @@ def import_model(
     plans = _read_json(results / "plans.json")
     dataset_json = _read_json(results / "dataset.json")
     scale = check_dataset_json(plugin, dataset_json, results / "dataset.json")
+    check_plans(plans, dataset_json, "2d", str(results / "plans.json"))
     chosen = model_folds(results, folds, checkpoint)
     count = max(NNUNET_FOLDS, max(chosen) + 1)
     splits: list[dict[str, list[str]]] = [{"train": [], "val": []} for _ in range(count)]
@@ -149,6 +168,9 @@ def import_model(
         config = None
         for fold, path in tqdm(chosen.items(), desc="import nnU-Net folds", unit="fold"):
             trained = save_fold(path, plans, dataset_json, tmp / f"fold_{fold}" / NNUNET_FOLD_NAME)
+            load_nnunet_fold(
+                tmp / f"fold_{fold}" / NNUNET_FOLD_NAME
+            )  # the weights fit the plans: refused now, not at predict
             config = config or _bundle_config(plugin, plans, trained, scale)
             splits[fold]["val"] = _validation_cases(path.parent, str(dataset_json.get("file_ending", ".png")))
             ema = trained.get("_best_ema")

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import io
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "NNUNET_FOLD_NAME",
     "NnunetNetwork",
     "NnunetPredictor",
+    "check_plans",
     "fold_file_contents",
     "load_nnunet_fold",
     "read_nnunet_checkpoint",
@@ -82,18 +84,71 @@ def read_nnunet_checkpoint(path: Path) -> dict[str, Any]:
     Raises:
         BundleError: not a readable nnU-Net checkpoint.
     """
-    allowed = [np._core.multiarray.scalar, np.dtype, *(type(np.dtype(t)) for t in ("f4", "f8", "i8"))]
+    scalar = np._core.multiarray.scalar
+    # numpy 1.x pickled its scalars as numpy.core.multiarray.scalar: most nnU-Net models were saved so.
+    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    allowed += [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "u1", "b1")]
     try:
         with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's note on a foreign pickle protocol: the error below says enough
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"{path} is not a readable nnU-Net checkpoint ({first[:200]})") from None
-    missing = {"network_weights", "trainer_name", "init_args"} - set(checkpoint if isinstance(checkpoint, dict) else {})
+        raise BundleError(
+            f"{path} is not a readable nnU-Net checkpoint, or holds objects that could run code when loaded "
+            f"({_first_line(exc)}); use the checkpoint nnU-Net wrote, as it wrote it"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise BundleError(f"{path} is not an nnU-Net v2 checkpoint (not a dictionary)")
+    missing = {"network_weights", "trainer_name", "init_args"} - set(checkpoint)
     if missing:
         raise BundleError(f"{path} is not an nnU-Net v2 checkpoint: it lacks {', '.join(sorted(missing))}")
+    weights, init_args = checkpoint["network_weights"], checkpoint["init_args"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise BundleError(f"{path}: network_weights is not a state dict of tensors; the checkpoint is damaged")
+    if not isinstance(init_args, dict) or not isinstance(init_args.get("configuration"), str):
+        raise BundleError(f"{path}: init_args.configuration is missing; the checkpoint is damaged")
     return checkpoint
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line without terminal colour codes, at most 200 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+#: What the plans may name for nnU-Net to import: its network classes, and torch's layers.
+_NETWORK_CLASS = re.compile(r"dynamic_network_architectures\.architectures(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_LAYER_CLASS = re.compile(r"torch\.nn(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def check_plans(plans: Any, dataset_json: Any, configuration: str, source: str) -> None:
+    """Refuse plans that would make nnU-Net import anything but its own networks and torch's layers
+    (it imports what they name, with ``pydoc.locate``), or that lack what prediction reads.
+
+    Raises:
+        BundleError: naming ``source`` and what is wrong.
+    """
+    require_nnunet()
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    if not isinstance(plans, dict) or not isinstance(dataset_json, dict):
+        raise BundleError(f"{source}: plans.json and dataset.json must each be a JSON object")
+    try:
+        config = PlansManager(plans).get_configuration(configuration)
+        network_class = config.network_arch_class_name
+        kwargs = config.network_arch_init_kwargs
+        imported = [kwargs[k] for k in config.network_arch_init_kwargs_req_import]
+    except Exception as exc:  # missing keys or configurations in a hand-edited file
+        raise BundleError(
+            f"{source}: the plans have no usable {configuration!r} configuration ({_first_line(exc)})"
+        ) from None
+    if not isinstance(network_class, str) or not _NETWORK_CLASS.fullmatch(network_class):
+        raise BundleError(
+            f"{source}: network class {network_class!r} is not one of nnU-Net's (dynamic_network_architectures)"
+        )
+    for name in imported:
+        if name is not None and (not isinstance(name, str) or not _LAYER_CLASS.fullmatch(name)):
+            raise BundleError(f"{source}: the plans name {name!r} for import; only torch.nn layers are allowed")
 
 
 def fold_file_contents(
@@ -163,15 +218,20 @@ def load_nnunet_fold(weights: Path) -> NnunetNetwork:
     if not isinstance(contents, dict) or contents.get("format") != FOLD_FORMAT:
         raise BundleError(f"{weights} is not an eyegc nnU-Net fold ({FOLD_FORMAT}); import the model again")
     try:
-        network = build_nnunet_network(
-            json.loads(contents["plans"]), json.loads(contents["dataset_json"]), contents["configuration"]
-        )
+        plans, dataset_json = json.loads(contents["plans"]), json.loads(contents["dataset_json"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise BundleError(f"{weights}: its plans or dataset description is missing or damaged") from None
+    check_plans(plans, dataset_json, str(contents.get("configuration")), str(weights))
+    try:
+        network = build_nnunet_network(plans, dataset_json, contents["configuration"])
         network.load_state_dict(contents["network_weights"])
     except EyegcError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BundleError(f"{weights}: the weights do not fit the plans stored with them ({first[:200]})") from None
+        raise BundleError(
+            f"{weights}: the weights do not fit the network the plans describe ({_first_line(exc)}); a trainer "
+            "that builds its own network is not supported: eyegc builds nnU-Net's from the plans"
+        ) from None
     return NnunetNetwork(network, contents).eval()
 
 
