@@ -135,7 +135,7 @@ def test_a_bundle_of_a_backend_not_here_or_broken_is_one_line(
 
     images = get_task("drac22-task1").list_cases(drac22_data, "test")[0].image.parent
     for backend, expected in (
-        ("tensorflow", "no training backend 'tensorflow' here (there are: broken, paddle, torch): install the package"),
+        ("tensorflow", "no training backend 'tensorflow' here (there are: broken, nnunet, paddle, torch): install"),
         ("broken", "the eyegc.backends entry point 'broken' (eyegc_missing_module:B) cannot be loaded"),
     ):
         run = tmp_path / backend
