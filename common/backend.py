@@ -11,7 +11,8 @@ tests a backend's name. eyegc has two: ``torch`` (:mod:`eyegc.common.torch_backe
 
 Two capabilities are optional, each a protocol of its own that a backend has or has not (as a
 plugin's :class:`~eyegc.common.plugin.OwnPostprocessing`): :class:`OwnInference`, a backend whose
-bundles predict through the library's own predictor rather than eyegc's sliding window and TTA; and
+bundles predict through the library's own predictor rather than eyegc's sliding window and TTA;
+:class:`OwnPreprocessing`, a backend that prepares its training images itself; and
 :class:`NeedsExtra`, a backend whose bundles need an optional dependency in the algorithm image.
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "FoldJob",
     "NeedsExtra",
     "OwnInference",
+    "OwnPreprocessing",
     "TrainConfig",
     "TrainingBackend",
     "TrainingData",
@@ -168,3 +170,13 @@ class NeedsExtra(Protocol):
 
     #: the ``pyproject.toml`` extra: ``paddle``, ``nnunet``.
     extra: str
+
+
+@runtime_checkable
+class OwnPreprocessing(Protocol):
+    """A backend that reads and prepares the training images itself (nnU-Net: its own export and
+    preprocessing): the run gives it :attr:`TrainingData.targets` and ``rois`` only, not
+    ``images``, ``labels`` or ``roi_tensors``."""
+
+    #: always True; the attribute's presence is the capability.
+    own_preprocessing: bool

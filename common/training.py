@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 from eyegc.common.augmentation import DEFAULT_AUGMENTATION, check_augmentation
-from eyegc.common.backend import EpochCallback, FoldFinished, FoldJob, TrainConfig, TrainingBackend, TrainingData
+from eyegc.common.backend import (
+    EpochCallback,
+    FoldFinished,
+    FoldJob,
+    OwnPreprocessing,
+    TrainConfig,
+    TrainingBackend,
+    TrainingData,
+)
 from eyegc.common.bundle import (
     CONFIG_NAME,
     SPLITS_NAME,
@@ -232,17 +240,28 @@ def resolve_config(plugin: TaskPlugin, cfg: TrainConfig) -> BundleConfig:
     )
 
 
-def load_training_data(plugin: TaskPlugin, cases: list[Case], preprocessing: Preprocessing) -> TrainingData:
+def load_training_data(
+    plugin: TaskPlugin, cases: list[Case], preprocessing: Preprocessing, prepared: bool = True
+) -> TrainingData:
     """Read and prepare every training case once (images at the working size, labels, ROIs).
+
+    ``prepared=False`` reads the targets and fields of view alone, for a backend that prepares its
+    inputs itself (:class:`~eyegc.common.backend.OwnPreprocessing`): full-size IDRiD images and
+    labels as float32 would take about 20 GB that such a backend never reads.
 
     Raises:
         EyegcError: some cases have a field of view and others none.
     """
     data = TrainingData(cases, {}, {}, {})
     for case in tqdm(cases, desc="load training data", unit="case", leave=False):
-        raw = plugin.read_image(case.image)
         target = plugin.read_target(case)
         data.targets[case.case_id] = target
+        if not prepared:
+            roi = plugin.read_roi(case)
+            if roi is not None:
+                data.rois[case.case_id] = roi.astype(bool)
+            continue
+        raw = plugin.read_image(case.image)
         data.images[case.case_id] = prepare_image(raw, preprocessing)
         if plugin.kind == TaskKind.CLASSIFICATION:
             data.labels[case.case_id] = torch.as_tensor(np.asarray(target, dtype=np.int64).reshape(-1))
@@ -502,7 +521,8 @@ def _run(
         return splits, todo, fingerprint
 
     splits, todo, fingerprint = on_main(ranks, split_and_fingerprint)
-    data = load_training_data(plugin, cases, config.preprocessing)
+    prepared = not isinstance(backend, OwnPreprocessing)
+    data = load_training_data(plugin, cases, config.preprocessing, prepared=prepared)
     absent = check_training_classes(plugin, data.targets.values(), data_root, allow_missing_class)
     if absent:
         t.classes_without_ground_truth = absent

@@ -478,3 +478,26 @@ def test_a_checkpoint_saved_under_numpy_1_is_read(nnunet_run: Path, tmp_path: Pa
                 data = data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
             new.writestr(item, data)
     assert read_nnunet_checkpoint(copy)["current_epoch"] == read_nnunet_checkpoint(source)["current_epoch"]
+
+
+def test_the_backends_capabilities_are_protocols_found_by_attribute() -> None:
+    from eyegc.common.backend import NeedsExtra, OwnInference, OwnPreprocessing, TrainingBackend
+    from eyegc.common.deploy.build import backend_extras
+    from eyegc.common.registry import get_backend
+
+    assert isinstance(NNUNET_BACKEND, TrainingBackend)
+    assert all(isinstance(NNUNET_BACKEND, p) for p in (OwnInference, OwnPreprocessing, NeedsExtra))
+    torch_backend = get_backend("torch")
+    assert not any(isinstance(torch_backend, p) for p in (OwnInference, OwnPreprocessing, NeedsExtra))
+    assert backend_extras({"torch", "paddle", "nnunet"}) == {"nnunet": "nnunet", "paddle": "paddle"}
+
+
+def test_a_backend_that_prepares_its_own_images_gets_targets_and_fields_of_view_only(tmp_path: Path) -> None:
+    from eyegc.common.bundle_config import Preprocessing
+    from eyegc.common.training import load_training_data
+
+    plugin = get_task("drive-vessels")
+    cases = plugin.list_cases(write_sample_data(plugin, tmp_path / "data", 2, 1, seed=0), "train")
+    data = load_training_data(plugin, cases, Preprocessing(), prepared=False)
+    assert not data.images and not data.labels and not data.roi_tensors
+    assert sorted(data.targets) == sorted(data.rois) == sorted(c.case_id for c in cases)

@@ -299,8 +299,10 @@ class NnunetBackend:
     checkpoint_name: str = MARKER_NAME
     #: one process here; nnU-Net's own multi-GPU training is ``nnUNetv2_train -num_gpus``.
     distributed: bool = False
-    #: the optional dependencies an image holding such a bundle installs.
+    #: the optional dependencies an image holding such a bundle installs (NeedsExtra).
     extra: str = "nnunet"
+    #: nnU-Net exports and preprocesses the images itself: the run reads targets only (OwnPreprocessing).
+    own_preprocessing: bool = True
 
     def check_settings(self, plugin: TaskPlugin, cfg: TrainConfig) -> None:
         """Segmentation tasks, nnunetv2 installed, and no setting nnU-Net decides itself."""
