@@ -55,6 +55,10 @@ class TrainConfig:
 
     model: str | None = None
     network_kwargs: dict[str, Any] | None = None
+    #: super-resolution-aided segmentation: the network runs at 1 / this factor (``None``: not aided).
+    super_resolution: int | None = None
+    #: its reconstruction and feature-affinity loss weights (``None``: DSRL's 0.1 and 1.0).
+    sr_weights: list[float] | None = None
     folds: int | None = None
     fold: str = "all"
     epochs: int | None = None
@@ -63,12 +67,16 @@ class TrainConfig:
     working_scale: float | None = None
     loss: str | None = None
     class_weights: list[float] | None = None
+    #: weight of the RMI loss added to ``loss`` (0: none).
+    rmi_weight: float | None = None
     learning_rate: float | None = None
     patches_per_image: int | None = None
     pretrained: str | None = None
     device: str = "auto"
     seed: int = 0
     tune: bool = True
+    #: also try a dense CRF per class when the thresholds are tuned (``eyegc tune --crf``).
+    crf: bool = False
     #: "torch" (MONAI networks), "paddle" (classification tasks) or "nnunet" (nnU-Net v2, segmentation).
     backend: str = "torch"
     #: CLAHE before normalising: "none", "channels" or "lab"; ``clahe_clip`` its clip limit.

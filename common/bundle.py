@@ -289,7 +289,8 @@ def build_from_config(config: BundleConfig, source: Path | None = None) -> nn.Mo
     """
     net = config.network
     try:
-        return build_network(net.name, config.in_channels, config.output_channels, net.kwargs)
+        sr = net.super_resolution.model_dump() if net.super_resolution else None
+        return build_network(net.name, config.in_channels, config.output_channels, net.kwargs, sr)
     except EyegcError as exc:
         if source is None:
             raise

@@ -35,17 +35,19 @@ __all__ = [
     "SPLITS_NAME",
     "WEIGHTS_NAME",
     "BundleConfig",
+    "CrfSettings",
     "CrossValidation",
     "DataFingerprint",
     "FoldRecord",
     "NetworkSpec",
     "Postprocessing",
     "Preprocessing",
+    "SuperResolution",
     "TrainingSettings",
     "config_from_json",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUNDLE_FORMAT = f"eyegc-bundle/{SCHEMA_VERSION}"
 CONFIG_NAME = "bundle.json"
 SPLITS_NAME = "splits.json"
@@ -95,11 +97,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SuperResolution(_Section):
+    """Super-resolution-aided segmentation (``eyegc.common.super_resolution``): the network runs at
+    ``1 / factor`` of the input's resolution, with a reconstruction branch used in training only."""
+
+    factor: Annotated[int, Field(ge=2, le=4)] = 2
+    #: the registered network's output channels, the two branches' width.
+    features: Annotated[int, Field(ge=4, le=256)] = 32
+    sr_weight: Annotated[float, Field(ge=0)] = 0.1
+    fa_weight: Annotated[float, Field(ge=0)] = 1.0
+    fa_stride: Annotated[int, Field(ge=1)] = 8
+
+
 class NetworkSpec(_Section):
-    """The network by registry name (``eyegc.common.networks``) and its constructor arguments."""
+    """The network by registry name (``eyegc.common.networks``), its constructor arguments, and
+    whether it is super-resolution-aided."""
 
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    super_resolution: SuperResolution | None = None
 
 
 class Preprocessing(_Section):
@@ -123,6 +139,8 @@ class TrainingSettings(_Section):
     learning_rate: Annotated[float, Field(gt=0)]
     loss: str
     class_weights: list[float] | None = None
+    #: weight of the region mutual information loss added to ``loss`` (0: none).
+    rmi_weight: Annotated[float, Field(ge=0)] = 0.0
     patches_per_image: Annotated[int, Field(ge=1)]
     elastic_probability: Annotated[float, Field(ge=0, le=1)] = 0.15
     #: ``batched`` (on the training device) or ``per-sample`` (on the CPU): eyegc.common.augmentation.
@@ -139,6 +157,21 @@ class TrainingSettings(_Section):
     data_root: str | None = None
 
 
+class CrfSettings(_Section):
+    """A fully connected CRF's parameters (Krähenbühl and Koltun, 2011), as pydensecrf names them.
+
+    The smoothness kernel has width ``gaussian_sxy`` pixels and weight ``gaussian_compat``; the
+    appearance kernel ``bilateral_sxy`` pixels and ``bilateral_srgb`` grey levels, weight ``bilateral_compat``.
+    """
+
+    iterations: Annotated[int, Field(ge=1, le=50)] = 5
+    gaussian_sxy: Annotated[float, Field(gt=0)] = 3.0
+    gaussian_compat: Annotated[float, Field(ge=0)] = 3.0
+    bilateral_sxy: Annotated[float, Field(gt=0)] = 50.0
+    bilateral_srgb: Annotated[float, Field(gt=0)] = 13.0
+    bilateral_compat: Annotated[float, Field(ge=0)] = 5.0
+
+
 class Postprocessing(_Section):
     """Per-class thresholds and minimum component sizes (``eyegc tune`` chooses them)."""
 
@@ -152,6 +185,9 @@ class Postprocessing(_Section):
     #: classification heads of three or more grades: per grade, an offset added to the log-probability before
     #: the argmax (``eyegc tune --grade-offsets``); a head without one takes the plain argmax.
     grade_offsets: dict[str, list[float]] = Field(default_factory=dict)
+    #: multi-label segmentation: the classes whose probabilities a dense CRF refines before their threshold
+    #: (``eyegc tune --crf`` chooses them and the parameters); absent classes are not refined.
+    crf: dict[str, CrfSettings] = Field(default_factory=dict)
 
     def threshold(self, key: str) -> float:
         """The class's threshold (:data:`DEFAULT_THRESHOLD` when none is set)."""
@@ -257,8 +293,13 @@ def _from_format_1(data: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _from_format_2(data: dict[str, Any]) -> dict[str, Any]:
+    """2 -> 3: nothing to move; format 3's new keys default to what format 2 did (no RMI, SR or CRF)."""
+    return data
+
+
 #: format N -> the step that turns its dict into format N + 1.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1, 2: _from_format_2}
 
 
 def _format_version(data: dict[str, Any], source: str) -> int:

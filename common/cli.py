@@ -69,6 +69,8 @@ def _train_config(args: argparse.Namespace) -> Any:
     return TrainConfig(
         model=args.model,
         network_kwargs=_json_object(args.network_kwargs, "--network-kwargs") if args.network_kwargs else None,
+        super_resolution=args.super_resolution,
+        sr_weights=args.sr_weights,
         folds=args.folds,
         fold=args.fold,
         epochs=args.epochs,
@@ -77,12 +79,14 @@ def _train_config(args: argparse.Namespace) -> Any:
         working_scale=args.working_scale,
         loss=args.loss,
         class_weights=args.class_weights,
+        rmi_weight=args.rmi_weight,
         learning_rate=args.lr,
         patches_per_image=args.patches_per_image,
         pretrained=str(args.pretrained) if args.pretrained else None,
         device=args.device,
         seed=args.seed,
         tune=not args.no_tune,
+        crf=args.crf,
         backend=args.backend,
         clahe=args.clahe,
         clahe_clip=args.clahe_clip,
@@ -217,7 +221,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from eyegc.common.registry import get_task
     from eyegc.common.tuning import tune
 
-    tune(get_task(args.task), args.model, args.data, grade_offsets=args.grade_offsets)
+    tune(get_task(args.task), args.model, args.data, grade_offsets=args.grade_offsets, crf=args.crf)
     _print_run_summary(args.model)
     return 0
 
@@ -383,6 +387,12 @@ def _add_setup_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> None
     p.set_defaults(func=_cmd_sample_data)
 
 
+_CRF_HELP = (
+    "multi-label tasks: also try a dense CRF on each class's probabilities (pip install 'eyegc[crf]'), kept per "
+    "class where it raises the out-of-fold score"
+)
+
+
 def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     """``train`` and its options, typed by the rules of :data:`TRAIN_OPTIONS`."""
     p = add_parser("train", help="k-fold training on the official layout; writes a model bundle")
@@ -390,9 +400,24 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--data", type=Path, required=True, help="data root in the official layout")
     p.add_argument("--out", type=Path, required=True, help="run folder (the model bundle)")
     p.add_argument(
-        "--model", help="network: UNet, BasicUNetPlusPlus, AttentionUnet, FlexibleUNet (default: the task's)"
+        "--model",
+        help="network: UNet, BasicUNetPlusPlus, AttentionUnet, FlexibleUNet, or smp:<architecture> such as "
+        "smp:UnetPlusPlus (pip install 'eyegc[smp]') (default: the task's)",
     )
     p.add_argument("--network-kwargs", help="JSON of network arguments, e.g. '{\"channels\": [8, 16, 32, 64]}'")
+    p.add_argument(
+        "--super-resolution",
+        type=_train_type("super_resolution"),
+        metavar="FACTOR",
+        help="super-resolution-aided segmentation: the network runs at 1/FACTOR of the working scale, an SR "
+        "branch (training only) reconstructs the input (2-4)",
+    )
+    p.add_argument(
+        "--sr-weights",
+        type=_train_type("sr_weights"),
+        metavar="SR,FA",
+        help="--super-resolution's reconstruction and feature-affinity loss weights (default 0.1,1.0)",
+    )
     p.add_argument("--folds", type=_train_type("folds"), help="cross-validation folds (default: the task's, 5)")
     p.add_argument("--fold", type=_train_type("fold"), default="all", help="fold index to train, or 'all' (default)")
     p.add_argument("--epochs", type=_train_type("epochs"))
@@ -405,8 +430,16 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--working-scale", type=_train_type("working_scale"), help="resize factor before the network (DRAC22: 0.5)"
     )
-    p.add_argument("--loss", help="dice_bce (default), dice_focal, or bce (multi-label)")
+    p.add_argument(
+        "--loss",
+        help="dice_bce (default), dice_focal, bce (multi-label), or cbce (class-balanced cross-entropy)",
+    )
     p.add_argument("--class-weights", type=_train_type("class_weights"), help="one weight per class, comma-separated")
+    p.add_argument(
+        "--rmi-weight",
+        type=_train_type("rmi_weight"),
+        help="add the region mutual information loss (3x3 regions) times this weight (default 0: none; its paper: 0.5)",
+    )
     p.add_argument("--lr", type=_train_type("learning_rate"), help="learning rate")
     p.add_argument("--patches-per-image", type=_train_type("patches_per_image"), help="patches per image per epoch")
     p.add_argument("--pretrained", type=Path, help="a state dict file to start from (never downloaded)")
@@ -414,6 +447,7 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=_train_type("seed"), default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-tune", action="store_true", help="skip threshold tuning at the end")
+    p.add_argument("--crf", action="store_true", help=_CRF_HELP)
     p.add_argument(
         "--validate-every",
         type=_train_type("validate_every"),
@@ -490,6 +524,7 @@ def _add_scoring_verbs(add_parser: Callable[..., argparse.ArgumentParser]) -> No
         action="store_true",
         help="classification heads of 3+ grades: also tune per-grade decision offsets for the leaderboard figure",
     )
+    p.add_argument("--crf", action="store_true", help=_CRF_HELP)
     p.set_defaults(func=_cmd_tune)
 
     p = add_parser("predict", help="predict a folder of images with TTA and fold/model ensembling")

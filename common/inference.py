@@ -13,6 +13,7 @@ import torch
 from eyegc.common.backend import OwnInference
 from eyegc.common.bundle import Bundle, check_input_channels, load_bundle
 from eyegc.common.bundle_config import Postprocessing
+from eyegc.common.crf import refine_classes
 from eyegc.common.datafiles import index_files
 from eyegc.common.errors import BundleError, DataError
 from eyegc.common.imageio import READABLE_SUFFIXES, atomic_output_dir, split_image_suffix
@@ -226,6 +227,8 @@ class Predictor:
         """Final masks ``(C, H, W)`` uint8 0/1 (label map for softmax tasks; grades for classification) and
         the probabilities."""
         probs = self.probabilities(image)
+        if self.postprocessing.crf:  # eyegc tune --crf: a dense CRF on the image before the thresholds
+            probs = refine_classes(probs, image, [c.key for c in self.plugin.classes], self.postprocessing.crf)
         return plugin_postprocess(self.plugin, probs, self.postprocessing), probs
 
 

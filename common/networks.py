@@ -1,15 +1,18 @@
-"""2D networks from MONAI, by name, rebuilt from a bundle's config: segmentation and classification."""
+"""2D networks from MONAI and segmentation_models_pytorch, by name, rebuilt from a bundle's config."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from eyegc.common.errors import EyegcError
 from eyegc.common.registry import look_up_option
+from eyegc.common.smp_networks import SMP_ARCHITECTURES, SMP_PREFIX, build_smp_network, smp_arguments
+from eyegc.common.super_resolution import SuperResolutionAided
 from monai.networks.nets import AttentionUnet, BasicUNetPlusPlus, DenseNet, DenseNet121, FlexibleUNet, ResNet, UNet
 from torch import nn
 
@@ -79,7 +82,8 @@ def _densenet121(in_channels: int, out_channels: int, **kw: Any) -> nn.Module:
     return DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=out_channels, **kw)
 
 
-#: network name -> builder(in_channels, out_channels, **kwargs). All 2D, all from MONAI.
+#: network name -> builder(in_channels, out_channels, **kwargs). All 2D: MONAI's, then smp's (``smp:<architecture>``,
+#: the optional ``smp`` extra).
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "UNet": _unet,
     "BasicUNetPlusPlus": _unetpp,
@@ -87,6 +91,7 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
     "FlexibleUNet": _flexible_unet,
     "ResNet": _resnet,
     "DenseNet121": _densenet121,
+    **{f"{SMP_PREFIX}{name}": partial(build_smp_network, name) for name in SMP_ARCHITECTURES},
 }
 #: the networks that map an image to one logits vector (classification tasks use only these).
 CLASSIFIERS: frozenset[str] = frozenset({"ResNet", "DenseNet121"})
@@ -115,6 +120,8 @@ def network_arguments(name: str) -> list[str]:
     out; the builder's own (ResNet ``depth``) are added.
     """
     look_up_option(name, NETWORKS, what="network")
+    if name.startswith(SMP_PREFIX):
+        return smp_arguments(name[len(SMP_PREFIX) :])
     classes, fixed, own = _ARGUMENTS[name]
     names = set(own)
     for cls in classes:
@@ -137,12 +144,27 @@ def check_network_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
         )
 
 
-def build_network(name: str, in_channels: int, out_channels: int, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
-    """Build a registered network; it returns one logits tensor, ``(B, C, H, W)`` or ``(B, C)`` (classifiers)."""
+def build_network(
+    name: str,
+    in_channels: int,
+    out_channels: int,
+    kwargs: Mapping[str, Any] | None = None,
+    super_resolution: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Build a registered network; it returns one logits tensor, ``(B, C, H, W)`` or ``(B, C)`` (classifiers).
+
+    ``super_resolution`` (:class:`~eyegc.common.bundle_config.SuperResolution`'s fields) wraps it in
+    :class:`~eyegc.common.super_resolution.SuperResolutionAided`, which in ``train()`` mode returns
+    an :class:`~eyegc.common.super_resolution.AuxiliaryOutput`.
+    """
     builder = look_up_option(name, NETWORKS, what="network")
     kwargs = dict(kwargs or {})
     check_network_kwargs(name, kwargs)
     try:
+        if super_resolution:
+            sr = dict(super_resolution)
+            core = FirstOutput(builder(in_channels, int(sr["features"]), **kwargs))
+            return SuperResolutionAided(core, in_channels, out_channels, **sr)
         return FirstOutput(builder(in_channels, out_channels, **kwargs))
     except EyegcError:
         raise
@@ -150,6 +172,10 @@ def build_network(name: str, in_channels: int, out_channels: int, kwargs: Mappin
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
         raise EyegcError(f"network {name} cannot be built with arguments {kwargs}: {reason}") from None
+
+
+#: where a state dict of part of a network may belong (:func:`load_pretrained`).
+_PRETRAINED_PREFIXES = ("", "encoder.", "core.net.", "core.net.encoder.")
 
 
 def load_pretrained(network: nn.Module, path: Path) -> tuple[list[str], list[str]]:
@@ -170,11 +196,19 @@ def load_pretrained(network: nn.Module, path: Path) -> tuple[list[str], list[str
         ) from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise EyegcError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict()")
     target = network.net if isinstance(network, FirstOutput) else network
     own = target.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    # The whole network's weights, or a part's under its name: an smp encoder's own file lacks "encoder.",
+    # a super-resolution-aided network's core is "core.net.". The reading that fits most tensors wins.
+    given, usable, skipped = dict(state), {}, sorted(state)
+    for prefix in _PRETRAINED_PREFIXES:
+        named = {f"{prefix}{k}": v for k, v in given.items()}
+        fitting = {k: v for k, v in named.items() if k in own and own[k].shape == v.shape}
+        if len(fitting) > len(usable):
+            usable, skipped = fitting, sorted(set(named) - set(fitting))
     missing, _ = target.load_state_dict(usable, strict=False)
-    skipped = sorted(set(state) - set(usable))
     if not usable:
         raise EyegcError(f"no tensor in {path} matches the network's parameter names and shapes")
     return list(missing), skipped

@@ -265,6 +265,9 @@ TRAIN_OPTIONS: dict[str, Rule] = {
     "working_scale": NumberRule("--working-scale", float, 0, 4, min_inclusive=False),
     "class_weights": NumberListRule("--class-weights", NumberRule("--class-weights", float, 0), not_all_zero=True),
     "learning_rate": NumberRule("--lr", float, 0, min_inclusive=False),
+    "rmi_weight": NumberRule("--rmi-weight", float, 0, note="0 = no RMI"),
+    "super_resolution": NumberRule("--super-resolution", int, 2, 4),
+    "sr_weights": NumberListRule("--sr-weights", NumberRule("--sr-weights", float, 0), count=2, names="SR,FA"),
     "patches_per_image": NumberRule("--patches-per-image", int, 1),
     "seed": SEED,
     # scikit-image's clip limit is a fraction of the histogram.

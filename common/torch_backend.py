@@ -35,12 +35,13 @@ from eyegc.common.distributed import (
 )
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.inference import predict_with_tta, resolve_device
-from eyegc.common.losses import build_loss
+from eyegc.common.losses import FREQUENCY_LOSSES, build_loss, class_frequencies
 from eyegc.common.networks import load_pretrained
 from eyegc.common.plugin import TaskKind, TaskPlugin
 from eyegc.common.postprocessing import plugin_postprocess, postprocess
 from eyegc.common.preprocessing import resize_probabilities
 from eyegc.common.ranks import SINGLE_PROCESS, Ranks
+from eyegc.common.super_resolution import AuxiliaryOutput
 from eyegc.common.training import (
     FoldJob,
     FoldLog,
@@ -327,6 +328,17 @@ def _fold_dataset(
     return Dataset(items, transform=transforms), transforms, per_image
 
 
+def _fold_loss(plugin: TaskPlugin, config: BundleConfig, data: TrainingData, train_ids: list[str]) -> nn.Module:
+    """The fold's loss; CBCE's class frequencies are those of the fold's training labels (inside the fields of view)."""
+    t = config.training
+    frequencies = None
+    if t.loss in FREQUENCY_LOSSES:
+        rois = [data.roi_tensors.get(c) for c in train_ids]
+        labels = [data.labels[c] for c in train_ids]
+        frequencies = class_frequencies(labels, plugin.kind, len(config.classes), rois)
+    return build_loss(t.loss, plugin.kind, t.class_weights, config.head_classes, frequencies, t.rmi_weight)
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -338,7 +350,12 @@ def train_step(
     images, labels, roi = batch
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(images.device.type, enabled=images.device.type == "cuda"):
-        loss = loss_fn(_outside_roi_is_background(model(images), roi), labels)
+        outputs = model(images)
+        # A super-resolution-aided network adds its training-only branch's loss (eyegc.common.super_resolution).
+        logits, extra = outputs if isinstance(outputs, AuxiliaryOutput) else (outputs, None)
+        loss = loss_fn(_outside_roi_is_background(logits, roi), labels)
+        if extra is not None:
+            loss = loss + extra
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
@@ -385,7 +402,7 @@ class FoldSteps:
             self.model = DistributedDataParallel(self.network, device_ids=device_ids, static_graph=True)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=t.learning_rate, weight_decay=1e-4)
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(self.optimizer, total_iters=t.epochs, power=0.9)
-        self.loss_fn = GlobalBatchLoss(build_loss(t.loss, plugin.kind, t.class_weights, config.head_classes), ranks)
+        self.loss_fn = GlobalBatchLoss(_fold_loss(plugin, config, data, split["train"]), ranks)
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
         self.dataset, self.transforms, self.per_image = _fold_dataset(plugin, config, data, split)
         self.batch_size = t.batch_size // ranks.world

@@ -53,8 +53,10 @@ from eyegc.common.bundle_config import (
     NetworkSpec,
     Postprocessing,
     Preprocessing,
+    SuperResolution,
     TrainingSettings,
 )
+from eyegc.common.crf import import_densecrf
 from eyegc.common.datafiles import check_training_classes
 from eyegc.common.distributed import end_process_group, on_main, start_process_group, stop_process_group
 from eyegc.common.errors import EyegcError
@@ -177,14 +179,31 @@ def _resolve_network(plugin: TaskPlugin, cfg: TrainConfig) -> NetworkSpec:
         check_network_kwargs(network, kwargs)  # by name now; bad values fail when the network is first built
     except EyegcError as exc:
         raise EyegcError(f"--network-kwargs: {exc}") from None
-    return NetworkSpec(name=network, kwargs=kwargs)
+    return NetworkSpec(name=network, kwargs=kwargs, super_resolution=_resolve_super_resolution(plugin, cfg))
+
+
+def _resolve_super_resolution(plugin: TaskPlugin, cfg: TrainConfig) -> SuperResolution | None:
+    """``--super-resolution FACTOR`` and ``--sr-weights SR,FA`` (segmentation only)."""
+    if cfg.super_resolution is None:
+        if cfg.sr_weights is not None:
+            raise EyegcError("--sr-weights weighs the losses of --super-resolution: add --super-resolution 2")
+        return None
+    if plugin.kind == TaskKind.CLASSIFICATION:
+        raise EyegcError("--super-resolution is for segmentation tasks; a classification network outputs no image")
+    sr = SuperResolution(factor=cfg.super_resolution)
+    if cfg.sr_weights is not None:
+        sr = sr.model_copy(update={"sr_weight": float(cfg.sr_weights[0]), "fa_weight": float(cfg.sr_weights[1])})
+    return sr
 
 
 def _resolve_training(plugin: TaskPlugin, cfg: TrainConfig, head_classes: list[int] | None) -> TrainingSettings:
     """The fold loop's settings; the loss and class weights are checked against the task."""
     d = plugin.defaults
     loss = _or_default(cfg.loss, d.loss)
-    build_loss(loss, plugin.kind, cfg.class_weights, head_classes)  # validates the name and weights early
+    rmi_weight = float(_or_default(cfg.rmi_weight, 0.0))
+    uniform = [1.0 / len(plugin.classes)] * len(plugin.classes)
+    # validates the name, weights and RMI early; CBCE's real frequencies come from each fold's labels
+    build_loss(loss, plugin.kind, cfg.class_weights, head_classes, uniform, rmi_weight)
     if cfg.class_weights and len(cfg.class_weights) != len(plugin.classes):
         what = "heads" if head_classes is not None else "classes"
         raise EyegcError(
@@ -198,6 +217,7 @@ def _resolve_training(plugin: TaskPlugin, cfg: TrainConfig, head_classes: list[i
         learning_rate=_or_default(cfg.learning_rate, d.learning_rate),
         loss=loss,
         class_weights=cfg.class_weights,
+        rmi_weight=rmi_weight,
         patches_per_image=_or_default(cfg.patches_per_image, d.patches_per_image),
         elastic_probability=float(d.elastic_probability),
         validate_every=int(_or_default(cfg.validate_every, d.validate_every)),
@@ -467,6 +487,8 @@ def check_train_request(
     previous = read_config(run) if resume and (run / CONFIG_NAME).is_file() else None
     backend = get_backend(previous.backend if previous else cfg.backend)
     backend.check_settings(plugin, cfg)
+    if cfg.crf:
+        _check_crf_request(plugin, cfg)
     if ranks.distributed:
         if not backend.distributed:
             raise EyegcError(f"the {backend.name} backend trains in one process: drop --nproc-per-node and --nnodes")
@@ -479,6 +501,15 @@ def check_train_request(
                 f"use a --batch-size that is a multiple of {ranks.world}"
             )
     return backend
+
+
+def _check_crf_request(plugin: TaskPlugin, cfg: TrainConfig) -> None:
+    """``--crf`` is tuned with the thresholds at the end: a multi-label task, tuning on, pydensecrf2 installed."""
+    if plugin.kind != TaskKind.MULTILABEL_SEGMENTATION:
+        raise EyegcError(f"--crf refines per-class probabilities before their thresholds; {plugin.name} has none")
+    if not cfg.tune:
+        raise EyegcError("--crf is chosen when the thresholds are tuned at the end: drop --no-tune")
+    import_densecrf()
 
 
 def _folds_to_train(
@@ -549,7 +580,7 @@ def _run(
     if ranks.distributed:
         end_process_group()
     if ranks.main and len(config.folds) == len(splits) and cfg.tune and tunable:
-        tune(plugin, run, data_root)
+        tune(plugin, run, data_root, crf=cfg.crf)
     elif ranks.main:
         write_checksums(run)
     return run

@@ -22,7 +22,8 @@ from eyegc.common.bundle import (
     save_signed_config,
     verify_checksums,
 )
-from eyegc.common.bundle_config import DEFAULT_THRESHOLD, CrossValidation, Postprocessing
+from eyegc.common.bundle_config import DEFAULT_THRESHOLD, CrfSettings, CrossValidation, Postprocessing
+from eyegc.common.crf import CRF_CANDIDATES, crf_image, import_densecrf, refine, refine_classes
 from eyegc.common.errors import BundleError, EyegcError
 from eyegc.common.plugin import TaskKind, TaskPlugin
 from eyegc.common.postprocessing import EIGHT_CONNECTED, postprocess
@@ -35,6 +36,7 @@ __all__ = [
     "load_oof",
     "tune",
     "tune_binary_heads",
+    "tune_crf",
     "tune_grade_offsets",
     "tune_postprocessing",
 ]
@@ -69,6 +71,34 @@ def _size_filtered(mask: np.ndarray, min_sizes: Sequence[int]) -> list[np.ndarra
     return out
 
 
+def _best_threshold(
+    plugin: TaskPlugin,
+    class_index: int,
+    probabilities: Sequence[np.ndarray],
+    truth: Sequence[np.ndarray],
+    thresholds: Sequence[float],
+    min_sizes: Sequence[int],
+    desc: str,
+) -> tuple[float, float, int] | None:
+    """One class's best ``(score, threshold, min_size)`` on its ``(H, W)`` probabilities; ``None``: no score.
+
+    Ties go to the threshold nearest 0.5 and then the smallest component size.
+    """
+    best: tuple[float, float, float, int] | None = None  # (score, -|t-0.5|, t, -size) maximised
+    for threshold in tqdm(thresholds, desc=desc, unit="threshold", leave=False):
+        filtered = [_size_filtered(p >= threshold, min_sizes) for p in probabilities]
+        score = float("nan")
+        for s, min_size in enumerate(min_sizes):
+            if s == 0 or any(f[s] is not f[s - 1] for f in filtered):
+                score = plugin.metric.class_score(class_index, [f[s] for f in filtered], truth)
+            if np.isnan(score):
+                continue
+            key = (round(score, 12), -abs(threshold - DEFAULT_THRESHOLD), float(threshold), -int(min_size))
+            if best is None or key > best:
+                best = key
+    return None if best is None else (best[0], best[2], -best[3])
+
+
 def tune_postprocessing(
     plugin: TaskPlugin,
     probabilities: Sequence[np.ndarray],
@@ -91,22 +121,56 @@ def tune_postprocessing(
     result: dict[str, Any] = {"thresholds": {}, "min_component_size": {}, "tuned": True, "class_scores": {}}
     for c, spec in enumerate(plugin.classes):
         truth = [t[c] > 0 for t in targets]
-        best: tuple[float, float, float, int] | None = None  # (score, -|t-0.5|, t, size) maximised
-        for threshold in tqdm(thresholds, desc=f"tune {spec.key}", unit="threshold", leave=False):
-            filtered = [_size_filtered(p[c] >= threshold, min_sizes) for p in probabilities]
-            score = float("nan")
-            for s, min_size in enumerate(min_sizes):
-                if s == 0 or any(f[s] is not f[s - 1] for f in filtered):
-                    score = plugin.metric.class_score(c, [f[s] for f in filtered], truth)
-                if np.isnan(score):
-                    continue
-                key = (round(score, 12), -abs(threshold - DEFAULT_THRESHOLD), float(threshold), -int(min_size))
-                if best is None or key > best:
-                    best = key
-        threshold, min_size = (DEFAULT_THRESHOLD, 0) if best is None else (best[2], -best[3])
+        class_probabilities = [p[c] for p in probabilities]
+        best = _best_threshold(plugin, c, class_probabilities, truth, thresholds, min_sizes, f"tune {spec.key}")
+        score, threshold, min_size = (float("nan"), DEFAULT_THRESHOLD, 0) if best is None else best
         result["thresholds"][spec.key] = float(threshold)
         result["min_component_size"][spec.key] = int(min_size)
-        result["class_scores"][spec.key] = float("nan") if best is None else best[0]
+        result["class_scores"][spec.key] = float(score)
+    return result
+
+
+def tune_crf(
+    plugin: TaskPlugin,
+    probabilities: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    images: Sequence[np.ndarray],
+    rois: Sequence[np.ndarray | None],
+    chosen: dict[str, Any],
+    candidates: Sequence[CrfSettings] = CRF_CANDIDATES,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    min_sizes: Sequence[int] = DEFAULT_MIN_SIZES,
+) -> dict[str, Any]:
+    """Per class, a dense CRF (:mod:`eyegc.common.crf`) with its own threshold and size, where it beats none.
+
+    Each candidate refines the class's out-of-fold probabilities on their images; its threshold
+    and minimum size are searched as without one. A CRF is kept only where its class score is
+    strictly higher than ``chosen``'s (:func:`tune_postprocessing` without a CRF).
+
+    Returns:
+        ``chosen`` with ``crf`` set and the thresholds, sizes and scores of the refined classes replaced.
+    """
+    if plugin.kind != TaskKind.MULTILABEL_SEGMENTATION:
+        raise EyegcError(f"{plugin.name}: dense CRF post-processing applies to multi-label segmentation tasks only")
+    import_densecrf()  # one line before any work when pydensecrf2 is missing
+    result = {**chosen, "crf": {}}
+    for key in ("thresholds", "min_component_size", "class_scores"):
+        result[key] = dict(chosen[key])
+    rgb = [crf_image(image) for image in images]
+    for c, spec in enumerate(plugin.classes):
+        truth = _inside([t[c] > 0 for t in targets], rois)
+        baseline = result["class_scores"][spec.key]
+        best = -np.inf if np.isnan(baseline) else round(float(baseline), 12)
+        for n, settings in enumerate(candidates):
+            desc = f"CRF {n + 1}/{len(candidates)} {spec.key}"
+            images_shown = tqdm(rgb, desc=desc, leave=False)
+            refined = [refine(p[c], image, settings) for p, image in zip(probabilities, images_shown, strict=True)]
+            found = _best_threshold(plugin, c, _inside(refined, rois), truth, thresholds, min_sizes, desc)
+            if found is not None and round(found[0], 12) > best:
+                best = round(found[0], 12)
+                result["crf"][spec.key] = settings.model_dump()
+                result["thresholds"][spec.key], result["min_component_size"][spec.key] = found[1], found[2]
+                result["class_scores"][spec.key] = found[0]
     return result
 
 
@@ -171,6 +235,12 @@ def load_oof(
     targets = [plugin.read_target(cases[i]) for i in ids]
     rois = [None if plugin.kind == TaskKind.CLASSIFICATION else plugin.read_roi(cases[i]) for i in ids]
     return ids, probs, targets, rois
+
+
+def _training_images(plugin: TaskPlugin, root: Path, ids: Sequence[str], allow_missing_class: bool) -> list[np.ndarray]:
+    """The training images of ``ids`` at their original size, for the CRF's appearance kernel."""
+    cases = {c.case_id: c for c in plugin.list_cases(root, "train", allow_missing_class=allow_missing_class)}
+    return [plugin.read_image(cases[i].image) for i in tqdm(ids, desc="read images for the CRF", leave=False)]
 
 
 def _validation_cases(run: Path) -> set[str]:
@@ -253,12 +323,19 @@ def tune_grade_offsets(
 
 
 def tune(
-    plugin: TaskPlugin, run: Path, data_root: Path | None = None, grade_offsets: bool = False, **grid: Any
+    plugin: TaskPlugin,
+    run: Path,
+    data_root: Path | None = None,
+    grade_offsets: bool = False,
+    crf: bool = False,
+    **grid: Any,
 ) -> Postprocessing:
     """Tune a finished run's postprocessing on its out-of-fold predictions and store it in the bundle.
 
     ``grade_offsets`` also tunes the per-grade decision offsets of heads with three or more grades
-    (:func:`tune_grade_offsets`). Also records the cross-validation scores before and after tuning in ``bundle.json``.
+    (:func:`tune_grade_offsets`); ``crf`` also tries a dense CRF per class (:func:`tune_crf`, which
+    reads the training images again). Also records the cross-validation scores before and after
+    tuning in ``bundle.json``.
 
     Returns:
         The bundle's new ``postprocessing`` section.
@@ -276,18 +353,25 @@ def tune(
             chosen = tune_grade_offsets(plugin, probs, targets, ids, chosen)
     else:
         chosen = tune_postprocessing(plugin, _inside(probs, rois), _inside(targets, rois), **grid)
+    images: list[np.ndarray] = []
+    if crf:
+        images = _training_images(plugin, root, ids, config.training.allow_missing_class)
+        chosen = tune_crf(plugin, probs, targets, images, rois, chosen, **grid)
     settings = Postprocessing.model_validate(chosen)
     classes = config.classes
+    refined = probs
+    if crf:
+        refined = [refine_classes(p, image, classes, settings.crf) for p, image in zip(probs, images, strict=True)]
     default, tuned = (
         plugin.metric(
             plugin.name,
-            [postprocess(p, plugin.kind, classes, chosen) for p in probs],
+            [postprocess(p, plugin.kind, classes, rules) for p in probabilities],
             targets,
             ids,
-            probabilities=probs,
+            probabilities=probabilities,
             rois=rois,
         )
-        for chosen in (Postprocessing(), settings)
+        for rules, probabilities in ((Postprocessing(), probs), (settings, refined))
     )
     config.postprocessing = settings
     config.cross_validation = CrossValidation(

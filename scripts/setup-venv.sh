@@ -15,7 +15,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing eyegc and its pinned dependencies into .venv (CPU torch from constraints.txt)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch==2.13.0 is pinned in constraints.txt: an unpinned torch would pull a multi-GB CUDA build.
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,paddle,nnunet,gcapi,shim]"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test,paddle,nnunet,smp,crf,gcapi,shim]"
   # The platform's runner for the tests that run the entrypoint under it. It declares Python 3.12
   # only; the pinned version runs on 3.11 (its tests here pass), so the check is skipped for it alone.
   .venv/bin/python -m pip install --quiet --ignore-requires-python -c constraints.txt sagemaker-shim

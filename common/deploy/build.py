@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from eyegc.common.backend import NeedsExtra
-from eyegc.common.bundle import CHECKSUMS_NAME, CONFIG_NAME, SPLITS_NAME, load_bundle, read_checksums
+from eyegc.common.bundle import CHECKSUMS_NAME, CONFIG_NAME, SPLITS_NAME, load_bundle, read_checksums, read_config
+from eyegc.common.bundle_config import BundleConfig
+from eyegc.common.crf import CRF_EXTRA
 from eyegc.common.deploy.steps import SubmitError, link_tree, run_command, safe_name, say, source_root, step
 from eyegc.common.invoke import API_METHOD_LABEL
 from eyegc.common.registry import get_backend
+from eyegc.common.smp_networks import SMP_EXTRA, SMP_PREFIX
 from eyegc.common.sockets import (
     SOCKETS_LABEL,
     Interface,
@@ -92,6 +95,18 @@ def backend_extras(backends: set[str]) -> dict[str, str]:
     """``backend -> extra`` for the bundles' backends that need an optional dependency in the image."""
     found = {name: get_backend(name) for name in sorted(backends)}
     return {name: backend.extra for name, backend in found.items() if isinstance(backend, NeedsExtra)}
+
+
+def bundle_extras(configs: Sequence[BundleConfig]) -> dict[str, str]:
+    """``what needs it -> extra`` for every optional dependency the bundles need in the image:
+    their backends' (paddle, nnunet), smp networks' and dense CRF post-processing's."""
+    extras = {f"the {name} backend": extra for name, extra in backend_extras({c.backend for c in configs}).items()}
+    for config in configs:
+        if config.network.name.startswith(SMP_PREFIX):
+            extras[f"the network {config.network.name}"] = SMP_EXTRA
+        if config.postprocessing.crf:
+            extras["dense CRF post-processing"] = CRF_EXTRA
+    return extras
 
 
 def _project_requirements(wheel: Path, extras: Sequence[str] = ()) -> list[str]:
@@ -333,10 +348,9 @@ def build_image(
             f"Python {host_python}: use a base image with Python {host_python}"
         )
     started = time.perf_counter()
-    backends = {json.loads((b.path / CONFIG_NAME).read_text()).get("backend", "torch") for b in staged}
-    extras = backend_extras(backends)
-    for name, extra in sorted(extras.items()):
-        say(f"a bundle uses the {name} backend: the image gets the {extra} extra (CPU builds)")
+    extras = bundle_extras([read_config(b.path) for b in staged])
+    for need, extra in sorted(extras.items()):
+        say(f"a bundle uses {need}: the image gets the {extra} extra (CPU builds)")
     extras = sorted(set(extras.values()))
     wheel, deps_dir, requirements = _wheelhouse(sys.executable, work, args.refresh_wheelhouse, extras)
     timings["wheelhouse"] = round(time.perf_counter() - started, 1)
