@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from eyegc.common.bundle import load_bundle, read_config
-from eyegc.common.inference import Predictor
 from eyegc.common.nnunet.model import read_nnunet_checkpoint
 from eyegc.common.plugin import TaskPlugin
 from eyegc.common.registry import get_task
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import TrainConfig, train
-from tqdm import tqdm
+from heldout import held_out_scores
 
 DEFAULT_DRIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"
 #: data set -> (task, working scale both systems train at)
@@ -97,27 +95,6 @@ def _epoch_seconds(plugin: TaskPlugin, data: Path, cfg: TrainConfig, probe: Path
     return (stamps[2] - stamps[0]) / 2, 0.0
 
 
-def _held_out_scores(plugin: TaskPlugin, run: Path, data: Path) -> tuple[dict[str, Any], float]:
-    """The leaderboard of every held-out image, each predicted by its own fold; seconds per image."""
-    cases = {c.case_id: c for c in plugin.list_cases(data, "train")}
-    ids, predictions, probabilities, targets, rois = [], [], [], [], []
-    elapsed = 0.0
-    for fold, record in read_config(run).folds.items():
-        predictor = Predictor(plugin, [load_bundle(run, folds=[fold])], tta="flip", device="cpu")
-        for case_id in tqdm(record.validation_cases, desc=f"{run.name} fold {fold}", unit="image"):
-            image = plugin.read_image(cases[case_id].image)
-            started = time.perf_counter()
-            masks, probs = predictor.predict(image)
-            elapsed += time.perf_counter() - started
-            ids.append(case_id)
-            predictions.append(masks)
-            probabilities.append(probs)
-            targets.append(plugin.read_target(cases[case_id]))
-            rois.append(plugin.read_roi(cases[case_id]))
-    result = plugin.metric(plugin.name, predictions, targets, ids, probabilities=probabilities, rois=rois)
-    return result.to_json_dict()["leaderboard"], elapsed / len(ids)
-
-
 def _compare(args: argparse.Namespace, name: str, data: Path) -> dict[str, Any]:
     task, scale = DATASETS[name]
     plugin = get_task(task)
@@ -130,7 +107,7 @@ def _compare(args: argparse.Namespace, name: str, data: Path) -> dict[str, Any]:
         started = time.perf_counter()
         train(plugin, data, run, replace(cfg, epochs=epochs))
         seconds = time.perf_counter() - started
-        leaderboard, per_image = _held_out_scores(plugin, run, data)
+        leaderboard, per_image = held_out_scores(plugin, run, data)
         rows[system] = {
             "leaderboard": leaderboard,
             "epochs": epochs,

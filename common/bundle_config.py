@@ -103,7 +103,7 @@ class SuperResolution(_Section):
 
     factor: Annotated[int, Field(ge=2, le=4)] = 2
     #: the registered network's output channels, the two branches' width.
-    features: Annotated[int, Field(ge=4, le=256)] = 32
+    features: Annotated[int, Field(ge=4, le=256)] = 16
     sr_weight: Annotated[float, Field(ge=0)] = 0.1
     fa_weight: Annotated[float, Field(ge=0)] = 1.0
     fa_stride: Annotated[int, Field(ge=1)] = 8
@@ -170,6 +170,9 @@ class CrfSettings(_Section):
     bilateral_sxy: Annotated[float, Field(gt=0)] = 50.0
     bilateral_srgb: Annotated[float, Field(gt=0)] = 13.0
     bilateral_compat: Annotated[float, Field(ge=0)] = 5.0
+    #: the resolution the CRF runs at, as a fraction of the image's (``eyegc tune`` uses the working scale,
+    #: where the network saw the image): its cost grows with the pixels, 12 MP IDRiD images take ~15 s a class.
+    scale: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 class Postprocessing(_Section):

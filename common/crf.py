@@ -14,8 +14,11 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from eyegc.common.bundle_config import CrfSettings
 from eyegc.common.errors import EyegcError
+from eyegc.common.preprocessing import working_shape
 
 __all__ = ["CRF_CANDIDATES", "CRF_EXTRA", "MISSING_CRF", "crf_image", "import_densecrf", "refine", "refine_classes"]
 
@@ -61,12 +64,30 @@ def crf_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(scaled[:3].transpose(1, 2, 0))
 
 
+def _resized(array: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3)`` resized to ``shape`` by torch (``area`` down, ``bilinear`` up), float32."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    planes = tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    out = F.interpolate(planes, size=shape, mode=mode, **options)[0]
+    return (out[0] if tensor.ndim == 2 else out.permute(1, 2, 0)).numpy()
+
+
 def refine(probability: np.ndarray, image: np.ndarray, settings: CrfSettings) -> np.ndarray:
     """One class's ``(H, W)`` probability refined by a two-label dense CRF on ``image`` (:func:`crf_image`).
+
+    Below ``settings.scale`` 1 both are shrunk (area) to that scale first, and the CRF's marginal is
+    brought back (bilinear); the kernels' pixel widths are at the shrunk size.
 
     Returns:
         The CRF's marginal probability of the class, ``(H, W)`` float32.
     """
+    if settings.scale < 1:
+        shape = working_shape(probability.shape, settings.scale)
+        small = _resized(probability, shape, "area")
+        small_image = np.ascontiguousarray(np.clip(np.rint(_resized(image, shape, "area")), 0, 255).astype(np.uint8))
+        refined = refine(small, small_image, settings.model_copy(update={"scale": 1.0}))
+        return _resized(refined, probability.shape, "bilinear")
     densecrf = import_densecrf()
     height, width = probability.shape
     p = np.clip(probability.astype(np.float32), _PROBABILITY_EPS, 1 - _PROBABILITY_EPS)

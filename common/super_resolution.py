@@ -30,13 +30,17 @@ class AuxiliaryOutput(NamedTuple):
 
 
 def _sub_pixel_branch(features: int, factor: int) -> nn.Sequential:
-    """``(B, F, h, w)`` -> ``(B, F, h * factor, w * factor)``: a convolution to ``F * factor²`` channels, a
-    pixel shuffle (ESPCN's sub-pixel convolution), and a refining convolution."""
+    """``(B, F, h, w)`` -> ``(B, F, h * factor, w * factor)``: a 1x1 convolution to ``F * factor²`` channels
+    and a pixel shuffle (ESPCN's sub-pixel convolution), computed at the low resolution.
+
+    The core's features already carry the spatial context. The branches' cost is memory traffic: on
+    this CPU a training step of DRIVE's default U-Net (16-32-64-128) on 16 patches of 128² took 0.12 s;
+    super-resolution-aided on 256² patches (the core at 128²) 1.41 s, most of it in moving the two
+    branches' 16 x 256² feature maps (3x3 branch convolutions and a full-resolution refinement: 1.46 s).
+    """
     return nn.Sequential(
-        nn.Conv2d(features, features * factor * factor, 3, padding=1),
+        nn.Conv2d(features, features * factor * factor, 1),
         nn.PixelShuffle(factor),
-        nn.LeakyReLU(0.1, inplace=True),
-        nn.Conv2d(features, features, 3, padding=1),
         nn.LeakyReLU(0.1, inplace=True),
     )
 
