@@ -22,8 +22,9 @@ Every variant is ``eyegc train`` with the task's defaults plus one option:
 The budget is the same wall-clock training time for each trained variant: a probe times the second
 epoch of fold 0 here (stopped before any validation), and each variant gets the epochs that fit
 ``--minutes`` over its folds, at least one. Each fold's held-out images are predicted by that fold
-alone (``--tta``, default none) with the run's tuned post-processing and scored pooled with the task's leaderboard metric. The IDRiD
-samples (4 images) use 2 folds and half the task's default working scale (0.25, not 0.5), to fit a CPU.
+alone (``--tta``, default none) with the run's tuned post-processing and scored pooled with the
+task's leaderboard metric. The IDRiD samples (4 images) use 2 folds and half the task's default
+working scale (0.25, not 0.5), to fit a CPU.
 Prints one table per data set and writes ``OUT/result.json``.
 """
 
