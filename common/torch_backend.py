@@ -646,10 +646,12 @@ def _check_network(config: BundleConfig, data: TrainingData) -> None:
         with torch.no_grad():
             network.eval()(torch.zeros(1, first.shape[0], *shape))
     except Exception as exc:
+        sr = config.network.super_resolution
+        divisor = f"{sr.factor} (--super-resolution) times " if sr else ""
         raise EyegcError(
             f"network {config.network.name} cannot take a {shape[1]}x{shape[0]} input ({str(exc)[:120]}); "
             "use a --patch-size (or, with --patch-size 0, a --working-scale) whose size is divisible by "
-            "2 to the number of network strides, e.g. 128 or 256"
+            f"{divisor}2 to the number of network strides, e.g. 128 or 256"
         ) from None
 
 

@@ -56,7 +56,7 @@ def _fixture_json() -> dict[str, Any]:
 
 
 def test_a_format_1_bundle_loads_and_predicts_as_when_it_was_written() -> None:
-    assert _fixture_json()["format"] == "eyegc-bundle/1" and BUNDLE_FORMAT == "eyegc-bundle/2"
+    assert _fixture_json()["format"] == "eyegc-bundle/1" and BUNDLE_FORMAT == "eyegc-bundle/3"
     config = read_config(FIXTURE)
     assert config.format == BUNDLE_FORMAT and config.backend == "torch"  # format 1 without a backend: torch
     postprocessing = config.postprocessing
@@ -72,7 +72,7 @@ def test_saving_an_upgraded_bundle_writes_the_current_format_and_predicts_the_sa
     shutil.copytree(FIXTURE, run)
     save_signed_config(run, read_config(run))  # what re-tuning does
     written = json.loads((run / CONFIG_NAME).read_text())
-    assert written["format"] == "eyegc-bundle/2" and written["backend"] == "torch"
+    assert written["format"] == "eyegc-bundle/3" and written["backend"] == "torch"
     assert written["folds"]["0"]["weights"] == "fold_0/model.pt"
     # Nothing but the format's changes: every key of format 1 keeps its value; these are added.
     before = _fixture_json()
