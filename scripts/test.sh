@@ -4,7 +4,9 @@
 # container end to end (./submit.sh drac22-task1 --demo and goals-glaucoma --demo: image sockets and a
 # JSON value socket, exec and invoke mode, each also under the platform's runner sagemaker-shim from a
 # local S3; then goals-glaucoma with a PaddlePaddle bundle: the image gets
-# the paddle extra; then goals-layers with an nnU-Net bundle (the nnunet extra); then an image on a base that has its own torch: exactly one torch, the base's;
+# the paddle extra; then goals-layers with an nnU-Net bundle (the nnunet extra); then drive-vessels with
+# an smp + super-resolution + CBCE/RMI bundle and a dense-CRF bundle (the smp and crf extras); then an
+# image on a base that has its own torch: exactly one torch, the base's;
 # build, offline test runs, export).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 # EYEGC_SKIP_CONTAINER=1 skips the container stage.
@@ -65,6 +67,19 @@ if scripts/docker-engine.sh; then
     --results build/test-nnunet-gl/nnunet/results/Dataset500_goals_layers/nnUNetTrainer__nnUNetPlans__2d
   ./submit.sh goals-layers --model build/test-nnunet-imported --data build/test-nnunet-data --max-cases 2 \
     --tag eyegc-goals-layers-nnunet --base-image "$base_image" --out build/test-dist
+  # The seeds' methods in one image: an smp network, super-resolution-aided, trained with CBCE + RMI, and
+  # first in the ensemble a bundle whose tuning kept a dense CRF: the image gets the smp and crf extras
+  # and must predict exactly as `eyegc predict` does.
+  rm -rf build/test-seed-data build/test-seed-crf build/test-seed-smp
+  .venv/bin/eyegc sample-data drive-vessels build/test-seed-data --cases 4 --test-cases 2
+  .venv/bin/eyegc train drive-vessels --data build/test-seed-data --out build/test-seed-crf --folds 2 --epochs 1 \
+    --device cpu --crf
+  .venv/bin/python -c "import json, sys; sys.exit(0 if json.load(open('build/test-seed-crf/bundle.json'))['postprocessing']['crf'] else 'the CRF bundle kept no CRF')"
+  .venv/bin/eyegc train drive-vessels --data build/test-seed-data --out build/test-seed-smp --folds 2 --epochs 1 \
+    --device cpu --model smp:Unet --network-kwargs '{"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 4]}' \
+    --super-resolution 2 --patch-size 128 --loss cbce --rmi-weight 0.5
+  ./submit.sh drive-vessels --model build/test-seed-crf build/test-seed-smp --data build/test-seed-data --max-cases 2 \
+    --tag eyegc-drive-vessels-seed-methods --base-image "$base_image" --out build/test-dist --no-shim
   # A base image that carries its own torch (as pytorch/pytorch images do): the image must use it and
   # hold no second torch (the build checks both).
   containers/make_torch_base_image.sh eyegc-base-torch:bookworm "$base_image"

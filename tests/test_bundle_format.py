@@ -116,8 +116,8 @@ def test_explicit_backend_of_format_1_is_kept() -> None:
     ("edit", "message"),
     [
         (
-            lambda d: d.update(format="eyegc-bundle/3"),
-            "has format 'eyegc-bundle/3'; this eyegc reads eyegc-bundle/1 to",
+            lambda d: d.update(format="eyegc-bundle/4"),
+            "has format 'eyegc-bundle/4'; this eyegc reads eyegc-bundle/1 to",
         ),
         (lambda d: d.pop("format"), "has format None; this eyegc reads"),
         (lambda d: d.update(format="other/1"), "has format 'other/1'"),
