@@ -393,18 +393,13 @@ _CRF_HELP = (
 )
 
 
-def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    """``train`` and its options, typed by the rules of :data:`TRAIN_OPTIONS`."""
-    p = add_parser("train", help="k-fold training on the official layout; writes a model bundle")
-    p.add_argument("task")
-    p.add_argument("--data", type=Path, required=True, help="data root in the official layout")
-    p.add_argument("--out", type=Path, required=True, help="run folder (the model bundle)")
+def _add_seed_method_options(p: argparse.ArgumentParser) -> None:
+    """``train``'s options of the seeds' methods: RMI, super-resolution-aided networks, dense CRF."""
     p.add_argument(
-        "--model",
-        help="network: UNet, BasicUNetPlusPlus, AttentionUnet, FlexibleUNet, or smp:<architecture> such as "
-        "smp:UnetPlusPlus (pip install 'eyegc[smp]') (default: the task's)",
+        "--rmi-weight",
+        type=_train_type("rmi_weight"),
+        help="add the region mutual information loss (3x3 regions) times this weight (default 0: none; its paper: 0.5)",
     )
-    p.add_argument("--network-kwargs", help="JSON of network arguments, e.g. '{\"channels\": [8, 16, 32, 64]}'")
     p.add_argument(
         "--super-resolution",
         type=_train_type("super_resolution"),
@@ -418,6 +413,21 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         metavar="SR,FA",
         help="--super-resolution's reconstruction and feature-affinity loss weights (default 0.1,1.0)",
     )
+    p.add_argument("--crf", action="store_true", help=_CRF_HELP)
+
+
+def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """``train`` and its options, typed by the rules of :data:`TRAIN_OPTIONS`."""
+    p = add_parser("train", help="k-fold training on the official layout; writes a model bundle")
+    p.add_argument("task")
+    p.add_argument("--data", type=Path, required=True, help="data root in the official layout")
+    p.add_argument("--out", type=Path, required=True, help="run folder (the model bundle)")
+    p.add_argument(
+        "--model",
+        help="network: UNet, BasicUNetPlusPlus, AttentionUnet, FlexibleUNet, or smp:<architecture> such as "
+        "smp:UnetPlusPlus (pip install 'eyegc[smp]') (default: the task's)",
+    )
+    p.add_argument("--network-kwargs", help="JSON of network arguments, e.g. '{\"channels\": [8, 16, 32, 64]}'")
     p.add_argument("--folds", type=_train_type("folds"), help="cross-validation folds (default: the task's, 5)")
     p.add_argument("--fold", type=_train_type("fold"), default="all", help="fold index to train, or 'all' (default)")
     p.add_argument("--epochs", type=_train_type("epochs"))
@@ -435,11 +445,6 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         help="dice_bce (default), dice_focal, bce (multi-label), or cbce (class-balanced cross-entropy)",
     )
     p.add_argument("--class-weights", type=_train_type("class_weights"), help="one weight per class, comma-separated")
-    p.add_argument(
-        "--rmi-weight",
-        type=_train_type("rmi_weight"),
-        help="add the region mutual information loss (3x3 regions) times this weight (default 0: none; its paper: 0.5)",
-    )
     p.add_argument("--lr", type=_train_type("learning_rate"), help="learning rate")
     p.add_argument("--patches-per-image", type=_train_type("patches_per_image"), help="patches per image per epoch")
     p.add_argument("--pretrained", type=Path, help="a state dict file to start from (never downloaded)")
@@ -447,7 +452,7 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=_train_type("seed"), default=0)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--no-tune", action="store_true", help="skip threshold tuning at the end")
-    p.add_argument("--crf", action="store_true", help=_CRF_HELP)
+    _add_seed_method_options(p)
     p.add_argument(
         "--validate-every",
         type=_train_type("validate_every"),
