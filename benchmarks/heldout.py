@@ -11,7 +11,7 @@ from eyegc.common.inference import Predictor
 from eyegc.common.plugin import TaskPlugin
 from tqdm import tqdm
 
-__all__ = ["held_out_scores"]
+__all__ = ["format_leaderboard", "held_out_scores"]
 
 
 def held_out_scores(plugin: TaskPlugin, run: Path, data: Path, tta: str = "flip") -> tuple[dict[str, Any], float]:
@@ -34,3 +34,8 @@ def held_out_scores(plugin: TaskPlugin, run: Path, data: Path, tta: str = "flip"
             rois.append(plugin.read_roi(cases[case_id]))
     result = plugin.metric(plugin.name, predictions, targets, ids, probabilities=probabilities, rois=rois)
     return result.to_json_dict()["leaderboard"], elapsed / len(ids)
+
+
+def format_leaderboard(leaderboard: dict[str, Any]) -> str:
+    """A leaderboard's figures on one line: ``f1 0.7644  auc 0.9567``."""
+    return "  ".join(f"{k} {v:.4f}" for k, v in leaderboard.items() if isinstance(v, float))

@@ -45,7 +45,7 @@ from eyegc.common.plugin import TaskPlugin
 from eyegc.common.registry import get_task
 from eyegc.common.training import TrainConfig, train
 from eyegc.common.tuning import tune
-from heldout import held_out_scores
+from heldout import format_leaderboard, held_out_scores
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 VARIANTS = ("default", "cbce", "rmi", "sr", "smp", "crf")
@@ -156,7 +156,7 @@ def _print(results: dict[str, Any]) -> None:
         print(f"\n{name} ({result['task']}, {result['folds']}-fold CV, {result['minutes']} min per variant)")
         print(f"{'variant':8} {'epochs':>6} {'s/epoch':>8} {'s':>8} {'s/image':>8}  leaderboard")
         for variant, row in result["variants"].items():
-            board = "  ".join(f"{k} {v:.4f}" for k, v in row["leaderboard"].items() if isinstance(v, float))
+            board = format_leaderboard(row["leaderboard"])
             epochs = "-" if row["epochs"] is None else str(row["epochs"])
             per_epoch = "-" if row["epoch_seconds"] is None else f"{row['epoch_seconds']:.2f}"
             print(

@@ -39,7 +39,7 @@ from eyegc.common.plugin import TaskPlugin
 from eyegc.common.registry import get_task
 from eyegc.common.sample_data import write_sample_data
 from eyegc.common.training import TrainConfig, train
-from heldout import held_out_scores
+from heldout import format_leaderboard, held_out_scores
 
 DEFAULT_DRIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "DRIVE"
 #: data set -> (task, working scale both systems train at)
@@ -124,7 +124,7 @@ def _print(results: dict[str, Any]) -> None:
         print(f"\n{name} ({result['task']}, {result['folds']}-fold CV, scale {result['working_scale']})")
         print(f"{'system':8} {'epochs':>6} {'s/epoch':>8} {'train s':>8} {'s/image':>8}  leaderboard")
         for system, row in result["systems"].items():
-            board = "  ".join(f"{k} {v:.4f}" for k, v in row["leaderboard"].items() if isinstance(v, float))
+            board = format_leaderboard(row["leaderboard"])
             print(
                 f"{system:8} {row['epochs']:6d} {row['epoch_seconds']:8.2f} {row['train_seconds']:8.1f} "
                 f"{row['seconds_per_image']:8.2f}  {board}"
