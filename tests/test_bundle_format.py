@@ -84,6 +84,10 @@ def test_saving_an_upgraded_bundle_writes_the_current_format_and_predicts_the_sa
         "postprocessing.grade_offsets",  # optional (empty by default): an older format-2 bundle reads alike
         "training.classes_without_ground_truth",
         "training.augmentation",
+        # format 3: the seeds' methods, off by default
+        "network.super_resolution",
+        "training.rmi_weight",
+        "postprocessing.crf",
     }
     assert _paths(before) <= _paths(written)
     leaves = {path for path in _paths(before) if not isinstance(_at(before, path), dict) or not _at(before, path)}

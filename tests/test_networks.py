@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from eyegc.common.errors import EyegcError
 from eyegc.common.losses import build_loss
 from eyegc.common.networks import CLASSIFIERS, NETWORKS, build_network, load_pretrained
 from eyegc.common.plugin import TaskKind
+from eyegc.common.smp_networks import SMP_ARCHITECTURES, SMP_PREFIX
 
 SMALL = {
     "UNet": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
@@ -18,15 +20,22 @@ SMALL = {
     "FlexibleUNet": {"backbone": "resnet10"},
     "ResNet": {"depth": 10, "block_inplanes": [4, 8, 16, 32]},
     "DenseNet121": {"init_features": 8, "growth_rate": 4},
+    # segmentation_models_pytorch (the smp extra): each architecture with a ResNet-18 encoder
+    **{f"{SMP_PREFIX}{name}": {"encoder_name": "resnet18"} for name in SMP_ARCHITECTURES},
 }
+#: PAN's pyramid pools its deepest features down to 1/64 of the input: 64 px leave nothing.
+LARGER_INPUT = {"smp:PAN": (128, 192)}
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_network_returns_logits_of_input_size(name: str) -> None:
+    if name.startswith(SMP_PREFIX) and importlib.util.find_spec("segmentation_models_pytorch") is None:
+        pytest.skip("segmentation_models_pytorch is not installed (the smp extra)")
     net = build_network(name, 1, 3, SMALL[name]).eval()
+    size = LARGER_INPUT.get(name, (64, 96))
     with torch.no_grad():
-        out = net(torch.rand(2, 1, 64, 96))
-    expected = (2, 3) if name in CLASSIFIERS else (2, 3, 64, 96)
+        out = net(torch.rand(2, 1, *size))
+    expected = (2, 3) if name in CLASSIFIERS else (2, 3, *size)
     assert isinstance(out, torch.Tensor) and out.shape == expected
 
 
