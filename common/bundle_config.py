@@ -141,6 +141,8 @@ class TrainingSettings(_Section):
     class_weights: list[float] | None = None
     #: weight of the region mutual information loss added to ``loss`` (0: none).
     rmi_weight: Annotated[float, Field(ge=0)] = 0.0
+    #: a dense CRF per class is tried when the thresholds are tuned at the end (``--crf``; kept on resume).
+    crf: bool = False
     patches_per_image: Annotated[int, Field(ge=1)]
     elastic_probability: Annotated[float, Field(ge=0, le=1)] = 0.15
     #: ``batched`` (on the training device) or ``per-sample`` (on the CPU): eyegc.common.augmentation.

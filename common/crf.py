@@ -25,8 +25,8 @@ __all__ = ["CRF_CANDIDATES", "CRF_EXTRA", "MISSING_CRF", "crf_image", "import_de
 #: the optional dependency group a bundle with a CRF needs (the image gets it too).
 CRF_EXTRA = "crf"
 MISSING_CRF = "dense CRF post-processing needs pydensecrf2: pip install -c constraints.txt 'eyegc[crf]'"
-#: what ``eyegc tune --crf`` tries per class besides no CRF: narrow and wide appearance kernels, weak
-#: and strong (the seeds' U-Net + CRF used pydensecrf's own example values, the first here).
+#: what ``eyegc tune --crf`` tries per class besides no CRF: pydensecrf's smoothness kernel (3 px, 3) with
+#: appearance kernels from narrow and weak to wide and strong (its example's is 80 px, 13 levels, 10).
 CRF_CANDIDATES: tuple[CrfSettings, ...] = (
     CrfSettings(),
     CrfSettings(bilateral_sxy=20, bilateral_srgb=10, bilateral_compat=3),

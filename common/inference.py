@@ -225,11 +225,12 @@ class Predictor:
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Final masks ``(C, H, W)`` uint8 0/1 (label map for softmax tasks; grades for classification) and
-        the probabilities."""
+        the probabilities (before a bundle's dense CRF, which refines them for the masks only)."""
         probs = self.probabilities(image)
-        if self.postprocessing.crf:  # eyegc tune --crf: a dense CRF on the image before the thresholds
-            probs = refine_classes(probs, image, [c.key for c in self.plugin.classes], self.postprocessing.crf)
-        return plugin_postprocess(self.plugin, probs, self.postprocessing), probs
+        # eyegc tune --crf: a dense CRF on the image decides the masks. The probabilities returned (written,
+        # ranked by AUC/AUPR) stay the ensemble's: the CRF's marginals are nearly binary and lose the ranking.
+        refined = refine_classes(probs, image, [c.key for c in self.plugin.classes], self.postprocessing.crf)
+        return plugin_postprocess(self.plugin, refined, self.postprocessing), probs
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -139,9 +139,12 @@ class ClassBalancedCrossEntropy(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         if self.multilabel:
+            # The formula itself, not BCE times a per-pixel weight: a downscaled label holds coverage fractions,
+            # and for those the two differ (the weighted BCE would pull a rare class's p towards y, not above it).
             target = target.float()
-            weight = self.positive * target + self.negative * (1 - target)
-            return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+            positive = self.positive * target * F.logsigmoid(logits)
+            negative = self.negative * (1 - target) * F.logsigmoid(-logits)
+            return -(positive + negative).mean()
         indices = target[:, 0].long()
         per_pixel = F.cross_entropy(logits, indices, reduction="none")
         return (self.positive.view(-1)[indices] * per_pixel).mean()
@@ -174,9 +177,11 @@ class RegionMutualInformation(nn.Module):
     predicted probability ``P``. Per image and class, with the vectors centred over the pixels,
     ``Σ_Y = Y Yᵀ``, ``Σ_P = P Pᵀ``, ``Σ_YP = Y Pᵀ`` and the posterior variance
     ``M = Σ_Y - Σ_YP (Σ_P + εI)⁻¹ Σ_YPᵀ``; the loss is ``½ log det(M + εI) / 9`` averaged over
-    images and classes (a lower bound of -I(Y; P) up to constants). As in the authors' code, both maps
-    are first average-pooled (3x3, stride 3) and computed in float64; probabilities are the sigmoid
-    (multi-label) or softmax (class indices, one-hot labels) plus 1e-6.
+    images and summed over classes (a lower bound of -I(Y; P) up to constants). As in the authors'
+    code, both maps are first average-pooled (3x3, stride 3; they pad by 1, eyegc does not) and
+    computed in float64; probabilities are the sigmoid (multi-label) or softmax (class indices,
+    one-hot labels) plus 1e-6. The authors combine it as ``0.5 BCE + 0.5 RMI``; eyegc adds it to the
+    task's loss: ``--rmi-weight 1`` weighs RMI against the task's loss as they do.
     """
 
     def __init__(self, kind: TaskKind, pool: int = RMI_POOL) -> None:
@@ -205,7 +210,8 @@ class RegionMutualInformation(nn.Module):
         # log det through the Cholesky factor, as the authors do: 2 Σ log diag(L).
         factor = torch.linalg.cholesky(posterior + RMI_RIDGE * eye)
         log_det = 2 * torch.log(torch.diagonal(factor, dim1=-2, dim2=-1)).sum(-1)
-        return (0.5 * log_det / RMI_RADIUS**2).mean().float()
+        # Averaged over images, summed over classes: the authors' default (_IS_SUM = 1).
+        return (0.5 * log_det / RMI_RADIUS**2).mean(dim=0).sum().float()
 
 
 class WithRegionMutualInformation(nn.Module):

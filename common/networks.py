@@ -203,11 +203,15 @@ def load_pretrained(network: nn.Module, path: Path) -> tuple[list[str], list[str
     # The whole network's weights, or a part's under its name: an smp encoder's own file lacks "encoder.",
     # a super-resolution-aided network's core is "core.net.". The reading that fits most tensors wins.
     given, usable, skipped = dict(state), {}, sorted(state)
-    for prefix in _PRETRAINED_PREFIXES:
-        named = {f"{prefix}{k}": v for k, v in given.items()}
-        fitting = {k: v for k, v in named.items() if k in own and own[k].shape == v.shape}
-        if len(fitting) > len(usable):
-            usable, skipped = fitting, sorted(set(named) - set(fitting))
+    # eyegc's own model.pt holds the wrapper's names ("net."): read it as the network's too.
+    readings = [given, {k[len("net.") :]: v for k, v in given.items() if k.startswith("net.")}]
+    for reading in readings:
+        for prefix in _PRETRAINED_PREFIXES:
+            fitting = {f"{prefix}{k}": v for k, v in reading.items()}
+            fitting = {k: v for k, v in fitting.items() if k in own and own[k].shape == v.shape}
+            if len(fitting) > len(usable):
+                usable = fitting
+                skipped = sorted(k for k in reading if f"{prefix}{k}" not in fitting)
     missing, _ = target.load_state_dict(usable, strict=False)
     if not usable:
         raise EyegcError(f"no tensor in {path} matches the network's parameter names and shapes")

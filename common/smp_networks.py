@@ -68,8 +68,8 @@ def _torchvision_without_its_operators() -> None:
     try:
         importlib.import_module("torchvision")
         return
-    except ModuleNotFoundError:
-        raise EyegcError(MISSING_SMP) from None
+    except ModuleNotFoundError as error:  # torchvision, or a module it needs
+        raise EyegcError(f"{MISSING_SMP} (missing: {error.name})") from None
     except RuntimeError as error:
         if "torchvision::nms" not in str(error):
             raise

@@ -6,9 +6,9 @@ input's resolution: the segmentation branch (SSSR) ends in the class logits, the
 branch (SISR) in a reconstruction of the full-resolution input. Training adds
 ``sr_weight * MSE(reconstruction, input) + fa_weight * FA`` to the task's loss, FA being the L1
 distance between the two branches' feature affinity matrices (pixel-pair cosine similarities, on a
-grid of every ``fa_stride``-th pixel, as DSRL samples them); so the fine structure the SR branch must
-recover shapes the segmentation features too. At inference (``eval()``) only the segmentation
-branch runs: the SR branch and FA cost nothing.
+grid of every ``fa_stride``-th pixel as DSRL samples them, at most 1024 pixels); so the fine
+structure the SR branch must recover shapes the segmentation features too. At inference
+(``eval()``) only the segmentation branch runs: the SR branch and FA cost nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AuxiliaryOutput", "SuperResolutionAided", "feature_affinity", "feature_affinity_loss"]
+__all__ = [
+    "MAX_AFFINITY_PIXELS",
+    "AuxiliaryOutput",
+    "SuperResolutionAided",
+    "affinity_stride",
+    "feature_affinity",
+    "feature_affinity_loss",
+]
 
 
 class AuxiliaryOutput(NamedTuple):
@@ -52,8 +59,22 @@ def feature_affinity(features: torch.Tensor, stride: int) -> torch.Tensor:
     return unit.transpose(1, 2) @ unit
 
 
+#: the most pixels an affinity matrix is built on: N² entries per image (1024: 4 MB in float32). A
+#: 768² patch at stride 8 would give 9216 pixels, 340 MB per image and its gradient; a whole image, hundreds of GB.
+MAX_AFFINITY_PIXELS = 1024
+
+
+def affinity_stride(height: int, width: int, stride: int) -> int:
+    """``stride``, widened until the grid holds at most :data:`MAX_AFFINITY_PIXELS` pixels."""
+    while -(-height // stride) * -(-width // stride) > MAX_AFFINITY_PIXELS:
+        stride += 1
+    return stride
+
+
 def feature_affinity_loss(segmentation: torch.Tensor, reconstruction: torch.Tensor, stride: int) -> torch.Tensor:
-    """DSRL's FA loss: the mean absolute difference of the two feature maps' affinity matrices."""
+    """DSRL's FA loss: the mean absolute difference of the two feature maps' affinity matrices, on a
+    grid of every ``stride``-th pixel (wider where the map is large: :func:`affinity_stride`)."""
+    stride = affinity_stride(*segmentation.shape[-2:], stride)
     return (feature_affinity(segmentation, stride) - feature_affinity(reconstruction, stride)).abs().mean()
 
 

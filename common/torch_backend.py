@@ -402,7 +402,8 @@ class FoldSteps:
             self.model = DistributedDataParallel(self.network, device_ids=device_ids, static_graph=True)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=t.learning_rate, weight_decay=1e-4)
         self.scheduler = torch.optim.lr_scheduler.PolynomialLR(self.optimizer, total_iters=t.epochs, power=0.9)
-        self.loss_fn = GlobalBatchLoss(_fold_loss(plugin, config, data, split["train"]), ranks)
+        # .to(device): CBCE's and --class-weights' per-class weights are buffers that must sit beside the logits.
+        self.loss_fn = GlobalBatchLoss(_fold_loss(plugin, config, data, split["train"]), ranks).to(device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
         self.dataset, self.transforms, self.per_image = _fold_dataset(plugin, config, data, split)
         self.batch_size = t.batch_size // ranks.world

@@ -69,6 +69,7 @@ from eyegc.common.plugin import Case, TaskKind, TaskPlugin
 from eyegc.common.preprocessing import CLAHE_SPACES, prepare_image, prepare_target
 from eyegc.common.ranks import SINGLE_PROCESS, Ranks, ranks_from_environment
 from eyegc.common.registry import available_backends, get_backend, look_up_option
+from eyegc.common.smp_networks import SMP_PREFIX, import_smp
 from eyegc.common.tuning import tune
 from sklearn.model_selection import KFold
 from tqdm import tqdm
@@ -175,6 +176,8 @@ def _resolve_network(plugin: TaskPlugin, cfg: TrainConfig) -> NetworkSpec:
         raise EyegcError(f"{network} does not fit a {plugin.kind.value} task; choose one of {', '.join(wanted)}")
     kwargs = dict(d.network_kwargs) if network == d.network else {}
     kwargs.update(cfg.network_kwargs or {})
+    if network.startswith(SMP_PREFIX):
+        import_smp()  # a missing extra is its own one line, before the arguments are read from smp
     try:
         check_network_kwargs(network, kwargs)  # by name now; bad values fail when the network is first built
     except EyegcError as exc:
@@ -218,6 +221,7 @@ def _resolve_training(plugin: TaskPlugin, cfg: TrainConfig, head_classes: list[i
         loss=loss,
         class_weights=cfg.class_weights,
         rmi_weight=rmi_weight,
+        crf=bool(cfg.crf),
         patches_per_image=_or_default(cfg.patches_per_image, d.patches_per_image),
         elastic_probability=float(d.elastic_probability),
         validate_every=int(_or_default(cfg.validate_every, d.validate_every)),
@@ -580,7 +584,7 @@ def _run(
     if ranks.distributed:
         end_process_group()
     if ranks.main and len(config.folds) == len(splits) and cfg.tune and tunable:
-        tune(plugin, run, data_root, crf=cfg.crf)
+        tune(plugin, run, data_root, crf=config.training.crf)
     elif ranks.main:
         write_checksums(run)
     return run

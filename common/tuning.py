@@ -345,6 +345,10 @@ def tune(
     config = read_config(run)
     if config.task != plugin.name:
         raise BundleError(f"{run} was trained for {config.task!r}, not {plugin.name!r}")
+    if crf:  # before any work: the task must have per-class thresholds, and pydensecrf2 be installed
+        if plugin.kind != TaskKind.MULTILABEL_SEGMENTATION:
+            raise EyegcError(f"--crf refines per-class probabilities before their thresholds; {plugin.name} has none")
+        import_densecrf()
     root = Path(data_root or config.training.data_root or "")
     ids, probs, targets, rois = load_oof(plugin, run, root, config.training.allow_missing_class)
     if plugin.kind == TaskKind.CLASSIFICATION:
@@ -366,16 +370,17 @@ def tune(
     refined = probs
     if crf:
         refined = [refine_classes(p, image, classes, settings.crf) for p, image in zip(probs, images, strict=True)]
+    # As predict: the CRF-refined probabilities make the masks, the network's are ranked (AUC, AUPR).
     default, tuned = (
         plugin.metric(
             plugin.name,
-            [postprocess(p, plugin.kind, classes, rules) for p in probabilities],
+            [postprocess(p, plugin.kind, classes, rules) for p in for_masks],
             targets,
             ids,
-            probabilities=probabilities,
+            probabilities=probs,
             rois=rois,
         )
-        for rules, probabilities in ((Postprocessing(), probs), (settings, refined))
+        for rules, for_masks in ((Postprocessing(), probs), (settings, refined))
     )
     config.postprocessing = settings
     config.cross_validation = CrossValidation(

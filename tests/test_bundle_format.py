@@ -87,6 +87,7 @@ def test_saving_an_upgraded_bundle_writes_the_current_format_and_predicts_the_sa
         # format 3: the seeds' methods, off by default
         "network.super_resolution",
         "training.rmi_weight",
+        "training.crf",
         "postprocessing.crf",
     }
     assert _paths(before) <= _paths(written)

@@ -46,7 +46,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def test_cbce_multilabel_equals_the_formula() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 2, 3, 4))
-    target = (rng.random((2, 2, 3, 4)) < 0.3).astype(np.float64)
+    # binary pixels and the coverage fractions a downscaled label holds (the formula, not weighted BCE)
+    target = np.where(rng.random((2, 2, 3, 4)) < 0.5, (rng.random((2, 2, 3, 4)) < 0.3), rng.random((2, 2, 3, 4)))
     f = np.array([0.1, 0.3])
     w_pos, w_neg = (0.5 / f)[None, :, None, None], (0.5 / (1 - f))[None, :, None, None]
     p = _sigmoid(logits)
@@ -115,7 +116,8 @@ def _rmi_numpy(probabilities: np.ndarray, labels: np.ndarray, pool: int = 3) -> 
             cov_y, cov_p, cov_yp = y @ y.T, p @ p.T, y @ p.T
             posterior = cov_y - cov_yp @ np.linalg.inv(cov_p + 5e-4 * np.eye(9)) @ cov_yp.T
             values.append(0.5 * np.linalg.slogdet(posterior + 5e-4 * np.eye(9))[1] / 9)
-    return float(np.mean(values))
+    # averaged over images, summed over classes (the authors' _IS_SUM = 1)
+    return float(np.asarray(values).reshape(labels.shape[:2]).mean(axis=0).sum())
 
 
 @pytest.mark.parametrize("shape", [(2, 2, 12, 15), (1, 3, 7, 8)])  # pooled (12x15 -> 4x5), and too small to pool
@@ -182,6 +184,18 @@ def test_feature_affinity_loss_by_hand() -> None:
     assert feature_affinity(grid, 2).shape == (1, 4, 4)  # pixels (0,0), (0,2), (2,0), (2,2)
 
 
+def test_feature_affinity_is_built_on_at_most_1024_pixels() -> None:
+    from eyegc.common.super_resolution import MAX_AFFINITY_PIXELS, affinity_stride
+
+    assert affinity_stride(256, 256, 8) == 8  # 32 x 32 = 1024: DSRL's stride
+    assert affinity_stride(768, 768, 8) == 24  # 32 x 32 again, not 96 x 96
+    for h, w in ((2848, 4288), (97, 1000), (7, 7)):
+        stride = affinity_stride(h, w, 8)
+        assert -(-h // stride) * -(-w // stride) <= MAX_AFFINITY_PIXELS
+    features = torch.randn(1, 4, 512, 512)
+    assert float(feature_affinity_loss(features, features, 8)) == 0.0
+
+
 def test_sr_network_drops_its_branch_at_inference() -> None:
     net = build_network("UNet", 3, 2, TINY, SR)
     calls = []
@@ -214,6 +228,19 @@ def test_pretrained_core_weights_load_into_an_sr_network(tmp_path: Path) -> None
     for name, tensor in plain.net.state_dict().items():
         assert torch.equal(sr.core.net.state_dict()[name], tensor)
     assert not skipped and any(m.startswith("segmentation_head") for m in missing)
+
+
+def test_an_eyegc_model_file_is_a_pretrained_state_dict(tmp_path: Path) -> None:
+    source = build_network("UNet", 1, 1, TINY)
+    torch.save(source.state_dict(), tmp_path / "model.pt")  # what a bundle's fold_k/model.pt holds ("net.")
+    target = build_network("UNet", 1, 1, TINY)
+    missing, skipped = load_pretrained(target, tmp_path / "model.pt")
+    assert missing == [] and skipped == []
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(target.state_dict()[name], tensor)
+    with pytest.raises(EyegcError, match="not a state dict"):
+        torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+        load_pretrained(target, tmp_path / "tensor.pt")
 
 
 # ------------------------------------------------------------------ smp networks
@@ -368,7 +395,7 @@ def test_every_option_through_train_predict_evaluate(
     config = read_config(run)
     assert config.format == "eyegc-bundle/3" and config.network.name == "smp:Unet"
     assert config.network.super_resolution.sr_weight == 0.2 and config.network.super_resolution.fa_weight == 0.5
-    assert config.training.loss == "cbce" and config.training.rmi_weight == 0.5
+    assert config.training.loss == "cbce" and config.training.rmi_weight == 0.5 and config.training.crf
     assert config.postprocessing.tuned
     images = drive_data / "test" / "images"
     assert main(["predict", "drive-vessels", "--model", str(run), "--images", str(images), "--out", str(pred)]) == 0
@@ -392,9 +419,11 @@ def test_predictor_applies_the_bundles_crf(densecrf: object, drive_data: Path, t
     predictor = Predictor(plugin, [load_bundle(run)], tta="none")
     image = plugin.read_image(sorted((drive_data / "test" / "images").iterdir())[0])
     masks, probabilities = predictor.predict(image)
-    expected = refine_classes(predictor.probabilities(image), image, ["vessel"], {"vessel": settings})
-    assert np.array_equal(probabilities, expected)
-    assert np.array_equal(masks[0], (expected[0] >= 0.5).astype(np.uint8))
+    network = predictor.probabilities(image)
+    refined = refine_classes(network, image, ["vessel"], {"vessel": settings})
+    # the CRF decides the masks; the probabilities (written, ranked by AUC) stay the network's
+    assert np.array_equal(probabilities, network) and not np.array_equal(refined, network)
+    assert np.array_equal(masks[0], (refined[0] >= 0.5).astype(np.uint8))
 
 
 @pytest.mark.parametrize(
@@ -435,7 +464,9 @@ def test_format_2_bundles_read_as_format_3_without_the_new_settings() -> None:
 
     upgraded = config_from_json(data, "fixture").model_dump(mode="json")
     upgraded["format"] = "eyegc-bundle/2"
-    for section, key in (("network", "super_resolution"), ("training", "rmi_weight"), ("postprocessing", "crf")):
+    new_keys = [("network", "super_resolution"), ("training", "rmi_weight"), ("training", "crf")]
+    new_keys.append(("postprocessing", "crf"))
+    for section, key in new_keys:
         del upgraded[section][key]
     config = config_from_json(upgraded, "format 2")
     assert isinstance(config, BundleConfig) and config.format == "eyegc-bundle/3"
