@@ -81,6 +81,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--idrid-minutes", type=float, default=1.5, help="IDRiD samples: training budget per variant")
     parser.add_argument("--folds", type=int, default=5, help="DRIVE's folds (the IDRiD samples: 2)")
     parser.add_argument("--tta", default="none", help="held-out prediction's TTA (none, flip)")
+    parser.add_argument("--reuse", action="store_true", help="score runs an earlier invocation finished, not retrain")
     parser.add_argument("--out", type=Path, default=Path("build/bench-seed-methods"))
     return parser.parse_args(argv)
 
@@ -123,9 +124,32 @@ def _epoch_seconds(plugin: TaskPlugin, data: Path, cfg: TrainConfig, probe: Path
     return stamps[1] - stamps[0] if len(stamps) == 2 else stamps[0] - started
 
 
+def _finished(run: Path, folds: int) -> dict[str, Any] | None:
+    """A run from an earlier invocation with every fold trained (``--reuse``), as its bundle.json."""
+    path = run / "bundle.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    return config if len(config.get("folds", {})) == folds else None
+
+
 def _variant(args: argparse.Namespace, data: Dataset, variant: str, out: Path, minutes: float) -> dict[str, Any]:
     plugin = get_task(data.task)
     run = out / variant
+    earlier = _finished(run, data.folds) if args.reuse and variant != "crf" else None
+    if earlier is not None:  # trained by an earlier invocation under the same budget: scored again
+        leaderboard, per_image = held_out_scores(plugin, run, data.root, args.tta)
+        seconds = sum(float(f.get("seconds") or 0) for f in earlier["folds"].values())
+        epochs = earlier["training"]["epochs"]
+        return {
+            "leaderboard": leaderboard,
+            "epochs": epochs,
+            "epoch_seconds": None,
+            "seconds": round(seconds, 1),
+            "seconds_per_image": round(per_image, 2),
+            "crf": None,
+            "reused": True,
+        }
     shutil.rmtree(run, ignore_errors=True)
     started = time.perf_counter()
     if variant == "crf":  # the default's run, re-tuned with the CRF
@@ -171,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if "crf" in variants and "default" not in variants:
         variants.insert(0, "default")  # the CRF re-tunes the default's run
     results: dict[str, Any] = {}
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         data = _datasets(args)[name]
         if not data.root.is_dir():
@@ -178,10 +203,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         minutes = args.minutes if name == "drive" else args.idrid_minutes
         out = args.out / name
-        rows = {v: _variant(args, data, v, out, minutes) for v in variants}
-        results[name] = {"task": data.task, "folds": data.folds, "minutes": minutes, "variants": rows}
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "result.json").write_text(json.dumps(results, indent=1) + "\n")
+        result_file = args.out / "result.json"
+        earlier = json.loads(result_file.read_text()) if result_file.is_file() else {}
+        rows = earlier.get(name, {}).get("variants", {})
+        for variant in variants:  # each row saved as it is measured: an interrupted run keeps its rows
+            rows[variant] = _variant(args, data, variant, out, minutes)
+            results[name] = {"task": data.task, "folds": data.folds, "minutes": minutes, "variants": rows}
+            result_file.write_text(json.dumps({**earlier, **results}, indent=1) + "\n")
     _print(results)
     return 0
 
