@@ -11,7 +11,8 @@ Usage::
 Every variant is ``eyegc train`` with the task's defaults plus one option:
 
 - ``default``: nothing added;
-- ``cbce``: ``--loss cbce``; ``rmi``: ``--rmi-weight 0.5`` (the RMI paper's weight) on the default loss;
+- ``cbce``: ``--loss cbce``; ``rmi``: ``--rmi-weight 0.5`` on the default loss (the authors'
+  ``0.5 BCE + 0.5 RMI`` weighs RMI as ``--rmi-weight 1`` does: this is half that);
 - ``sr``: ``--super-resolution 2`` with a patch twice as wide, so the network sees as many pixels per
   patch as the default's; on DRIVE at the default's working scale, on IDRiD at twice it (the
   network then runs at the default's scale and the output has twice its resolution);
