@@ -101,7 +101,7 @@ def test_require_paddle_names_the_extra_when_paddle_is_missing(monkeypatch: pyte
 def test_training_writes_a_verified_paddle_bundle(grading_run: Path, grading_data: Path) -> None:
     config = read_config(grading_run)
     assert config.backend == "paddle"
-    assert config.network.model_dump() == {"name": PADDLE_NETWORK, "kwargs": {"depth": 18}}
+    assert config.network.model_dump() == {"name": PADDLE_NETWORK, "kwargs": {"depth": 18}, "super_resolution": None}
     assert config.head_classes == [5, 3] and config.preprocessing.input_size == (64, 96)
     assert verify_checksums(grading_run) == ["fold_0/model.pdparams", "fold_1/model.pdparams"]
     for fold in (0, 1):
