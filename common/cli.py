@@ -394,7 +394,12 @@ _CRF_HELP = (
 
 
 def _add_seed_method_options(p: argparse.ArgumentParser) -> None:
-    """``train``'s options of the seeds' methods: RMI, super-resolution-aided networks, dense CRF."""
+    """``train``'s loss options and those of the seeds' methods: CBCE, RMI, super-resolution, dense CRF."""
+    p.add_argument(
+        "--loss",
+        help="dice_bce (default), dice_focal, bce (multi-label), or cbce (class-balanced cross-entropy)",
+    )
+    p.add_argument("--class-weights", type=_train_type("class_weights"), help="one weight per class, comma-separated")
     p.add_argument(
         "--rmi-weight",
         type=_train_type("rmi_weight"),
@@ -441,11 +446,6 @@ def _add_train_verb(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--working-scale", type=_train_type("working_scale"), help="resize factor before the network (DRAC22: 0.5)"
     )
-    p.add_argument(
-        "--loss",
-        help="dice_bce (default), dice_focal, bce (multi-label), or cbce (class-balanced cross-entropy)",
-    )
-    p.add_argument("--class-weights", type=_train_type("class_weights"), help="one weight per class, comma-separated")
     p.add_argument("--lr", type=_train_type("learning_rate"), help="learning rate")
     p.add_argument("--patches-per-image", type=_train_type("patches_per_image"), help="patches per image per epoch")
     p.add_argument("--pretrained", type=Path, help="a state dict file to start from (never downloaded)")
