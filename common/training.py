@@ -56,7 +56,6 @@ from eyegc.common.bundle_config import (
     SuperResolution,
     TrainingSettings,
 )
-from eyegc.common.crf import import_densecrf
 from eyegc.common.datafiles import check_training_classes
 from eyegc.common.distributed import end_process_group, on_main, start_process_group, stop_process_group
 from eyegc.common.errors import EyegcError
@@ -70,7 +69,7 @@ from eyegc.common.preprocessing import CLAHE_SPACES, prepare_image, prepare_targ
 from eyegc.common.ranks import SINGLE_PROCESS, Ranks, ranks_from_environment
 from eyegc.common.registry import available_backends, get_backend, look_up_option
 from eyegc.common.smp_networks import SMP_PREFIX, import_smp
-from eyegc.common.tuning import tune
+from eyegc.common.tuning import check_crf_request, tune
 from sklearn.model_selection import KFold
 from tqdm import tqdm
 
@@ -509,11 +508,9 @@ def check_train_request(
 
 def _check_crf_request(plugin: TaskPlugin, cfg: TrainConfig) -> None:
     """``--crf`` is tuned with the thresholds at the end: a multi-label task, tuning on, pydensecrf2 installed."""
-    if plugin.kind != TaskKind.MULTILABEL_SEGMENTATION:
-        raise EyegcError(f"--crf refines per-class probabilities before their thresholds; {plugin.name} has none")
+    check_crf_request(plugin)
     if not cfg.tune:
         raise EyegcError("--crf is chosen when the thresholds are tuned at the end: drop --no-tune")
-    import_densecrf()
 
 
 def _folds_to_train(

@@ -33,6 +33,7 @@ from tqdm import tqdm
 __all__ = [
     "DEFAULT_MIN_SIZES",
     "DEFAULT_THRESHOLDS",
+    "check_crf_request",
     "load_oof",
     "tune",
     "tune_binary_heads",
@@ -128,6 +129,13 @@ def tune_postprocessing(
         result["min_component_size"][spec.key] = int(min_size)
         result["class_scores"][spec.key] = float(score)
     return result
+
+
+def check_crf_request(plugin: TaskPlugin) -> None:
+    """``--crf`` before any work: the task must have per-class thresholds, and pydensecrf2 be installed."""
+    if plugin.kind != TaskKind.MULTILABEL_SEGMENTATION:
+        raise EyegcError(f"--crf refines per-class probabilities before their thresholds; {plugin.name} has none")
+    import_densecrf()
 
 
 def tune_crf(
@@ -345,10 +353,8 @@ def tune(
     config = read_config(run)
     if config.task != plugin.name:
         raise BundleError(f"{run} was trained for {config.task!r}, not {plugin.name!r}")
-    if crf:  # before any work: the task must have per-class thresholds, and pydensecrf2 be installed
-        if plugin.kind != TaskKind.MULTILABEL_SEGMENTATION:
-            raise EyegcError(f"--crf refines per-class probabilities before their thresholds; {plugin.name} has none")
-        import_densecrf()
+    if crf:
+        check_crf_request(plugin)
     root = Path(data_root or config.training.data_root or "")
     ids, probs, targets, rois = load_oof(plugin, run, root, config.training.allow_missing_class)
     if plugin.kind == TaskKind.CLASSIFICATION:
