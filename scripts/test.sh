@@ -7,7 +7,8 @@
 # the paddle extra; then goals-layers with an nnU-Net bundle (the nnunet extra); then drive-vessels with
 # an smp + super-resolution + CBCE/RMI bundle and a dense-CRF bundle (the smp and crf extras); then an
 # image on a base that has its own torch: exactly one torch, the base's;
-# build, offline test runs, export).
+# build, offline test runs, export). The test images are tagged eyegc-test-* and removed with their
+# archives once each step has passed.
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
 # EYEGC_SKIP_CONTAINER=1 skips the container stage.
 set -euo pipefail
@@ -32,7 +33,7 @@ if [ "${EYEGC_SKIP_CONTAINER:-0}" = 1 ]; then
   echo "test.sh: container stage skipped (EYEGC_SKIP_CONTAINER=1)"
   exit 0
 fi
-echo "== container end to end: drac22-task1 --demo, goals-glaucoma --demo, goals-glaucoma with a paddle bundle, goals-layers with an nnU-Net bundle, drac22-task1 on a base with its own torch"
+echo "== container end to end: drac22-task1 --demo, goals-glaucoma --demo, goals-glaucoma with a paddle bundle, goals-layers with an nnU-Net bundle, drive-vessels with the seeds' methods, drac22-task1 on a base with its own torch"
 started=$(date +%s)
 export EYEGC_DOCKERD_PIDFILE="${TMPDIR:-/tmp}/eyegc-dockerd-test-$$.pid"
 stop_engine() {
@@ -44,9 +45,19 @@ stop_engine() {
 }
 trap stop_engine EXIT
 base_image="${EYEGC_BASE_IMAGE:-eyegc-base:bookworm}"
+# Each step's image (about 2 GB), its shim-wrapped twin and its exported archive (about 0.8 GB) are
+# removed once the step has passed: kept, the stage's images fill a small CI disk (it did: "No space
+# left on device" at the last export). Test images are tagged eyegc-test-*, so a user's own
+# eyegc-<task> images are never replaced or removed by the tests.
+drop_test_image() {
+  docker image rm "$1-sagemaker-shim" "$1" >/dev/null 2>&1 || true
+  rm -f build/test-dist/"$1"-2*.tar.gz
+  echo "test.sh: removed the test image $1 and its archive; $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+}
 if scripts/docker-engine.sh; then
   for task in drac22-task1 goals-glaucoma; do
-    ./submit.sh "$task" --demo --base-image "$base_image" --out build/test-dist
+    ./submit.sh "$task" --demo --tag "eyegc-test-$task" --base-image "$base_image" --out build/test-dist
+    drop_test_image "eyegc-test-$task"
   done
   # A bundle of the paddle backend: submit.sh must add the paddle extra to the image, and the
   # container must predict with paddle exactly as `eyegc predict` does.
@@ -54,7 +65,8 @@ if scripts/docker-engine.sh; then
   .venv/bin/eyegc train goals-glaucoma --data demo/goals-glaucoma/data --out build/test-paddle-gc \
     --backend paddle --network-kwargs '{"depth": 18}' --epochs 2 --folds 2 --input-size 200,276 --device cpu
   ./submit.sh goals-glaucoma --model build/test-paddle-gc --data demo/goals-glaucoma/data --max-cases 2 \
-    --tag eyegc-goals-glaucoma-paddle --base-image "$base_image" --out build/test-dist --no-shim
+    --tag eyegc-test-goals-glaucoma-paddle --base-image "$base_image" --out build/test-dist --no-shim
+  drop_test_image eyegc-test-goals-glaucoma-paddle
   # An imported nnU-Net model (trained here by eyegc train --backend nnunet with a tiny CPU plan, then its
   # nnU-Net model folder imported as a user's would be): the image gets the nnunet extra and must predict
   # through nnU-Net's predictor exactly as `eyegc predict` does, also under the platform's runner.
@@ -66,7 +78,8 @@ if scripts/docker-engine.sh; then
   .venv/bin/eyegc nnunet import goals-layers --out build/test-nnunet-imported \
     --results build/test-nnunet-gl/nnunet/results/Dataset500_goals_layers/nnUNetTrainer__nnUNetPlans__2d
   ./submit.sh goals-layers --model build/test-nnunet-imported --data build/test-nnunet-data --max-cases 2 \
-    --tag eyegc-goals-layers-nnunet --base-image "$base_image" --out build/test-dist
+    --tag eyegc-test-goals-layers-nnunet --base-image "$base_image" --out build/test-dist
+  drop_test_image eyegc-test-goals-layers-nnunet
   # The seeds' methods in one image: an smp network, super-resolution-aided, trained with CBCE + RMI, and
   # first in the ensemble a bundle whose tuning kept a dense CRF: the image gets the smp and crf extras
   # and must predict exactly as `eyegc predict` does.
@@ -79,12 +92,14 @@ if scripts/docker-engine.sh; then
     --device cpu --model smp:Unet --network-kwargs '{"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 4]}' \
     --super-resolution 2 --patch-size 128 --loss cbce --rmi-weight 0.5
   ./submit.sh drive-vessels --model build/test-seed-crf build/test-seed-smp --data build/test-seed-data --max-cases 2 \
-    --tag eyegc-drive-vessels-seed-methods --base-image "$base_image" --out build/test-dist --no-shim
+    --tag eyegc-test-drive-vessels-seed-methods --base-image "$base_image" --out build/test-dist --no-shim
+  drop_test_image eyegc-test-drive-vessels-seed-methods
   # A base image that carries its own torch (as pytorch/pytorch images do): the image must use it and
   # hold no second torch (the build checks both).
   containers/make_torch_base_image.sh eyegc-base-torch:bookworm "$base_image"
-  ./submit.sh drac22-task1 --demo --no-test --tag eyegc-drac22-task1-basetorch --base-image eyegc-base-torch:bookworm \
+  ./submit.sh drac22-task1 --demo --no-test --tag eyegc-test-drac22-task1-basetorch --base-image eyegc-base-torch:bookworm \
     --out build/test-dist
+  drop_test_image eyegc-test-drac22-task1-basetorch
 elif [ -n "${CI:-}" ]; then
   echo "test.sh: CI needs a Docker engine for the container stage" >&2
   exit 1

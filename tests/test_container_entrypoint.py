@@ -25,7 +25,7 @@ from eyegc.common.container import (
     read_inputs_json,
     run_case,
 )
-from eyegc.common.deploy import build, steps, submit, testrun
+from eyegc.common.deploy import build, export, steps, submit, testrun
 from eyegc.common.errors import BundleError, DataError, EyegcError
 from eyegc.common.inference import Predictor
 from eyegc.common.plugin import TaskPlugin
@@ -439,3 +439,76 @@ def test_a_base_torch_is_the_image_s_only_torch_or_the_build_stops(tmp_path: Pat
     message = str(raised.value)
     assert "torch 2.4.0 does not meet torch>=2.8.0 (monai): pip would add a second torch" in message
     assert "pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime" in message
+
+
+def _fake_tool(folder: Path, name: str, script: str) -> None:
+    tool = folder / name
+    tool.write_text("#!/bin/sh\n" + script)
+    tool.chmod(0o755)
+
+
+def test_an_export_that_would_fill_the_disk_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free = 1_000_000_000
+    monkeypatch.setattr(export.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * free, 9 * free, free))
+    export.check_export_space(tmp_path, 1_500_000_000)  # needs 0.5 * 1.5 GB + 0.2 GB = 0.95 GB
+    with pytest.raises(steps.SubmitError) as raised:
+        export.check_export_space(tmp_path, 2_000_000_000)
+    assert str(raised.value) == (
+        f"{tmp_path} has 1.0 GB free; the image's archive needs about 1.2 GB: free some space there or pass "
+        "--out DIR on a disk with room (the image itself is built and kept)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_image_export_names_gzip_s_reason_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_tool(bin_dir, "docker", "head -c 100000 /dev/zero\n")
+    _fake_tool(bin_dir, "gzip", "cat > /dev/null\necho 'gzip: stdout: No space left on device' >&2\nexit 1\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    out = tmp_path / "dist"
+    out.mkdir()
+    with pytest.raises(steps.SubmitError) as raised:
+        export._save_image("eyegc-x", out / "eyegc-x.tar.gz")
+    assert str(raised.value) == (
+        f"docker save eyegc-x | gzip failed (exit 0/1): gzip: stdout: No space left on device; "
+        f"nothing was left in {out}"
+    )
+    assert list(out.iterdir()) == []
+    _fake_tool(bin_dir, "gzip", "cat\n")  # a working pipe: the archive is renamed into place
+    export._save_image("eyegc-x", out / "eyegc-x.tar.gz")
+    assert [p.name for p in out.iterdir()] == ["eyegc-x.tar.gz"]
+    assert (out / "eyegc-x.tar.gz").stat().st_size == 100000
+
+
+def test_a_build_removes_the_eyegc_builds_its_tags_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    # Two passes find something (an old build goes only once its old shim-wrapped child is gone).
+    script = f"""echo "$@" >> {calls}
+n=$(grep -c prune {calls})
+case "$1 $2" in
+  "image prune") if [ "$n" -le 2 ]; then echo "Total reclaimed space: ${{n}}.5GB"
+                 else echo "Total reclaimed space: 0B"; fi ;;
+esac
+"""
+    _fake_tool(bin_dir, "docker", script)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    build.logged_build(["docker", "build", "-t", "eyegc-x", "."], tmp_path / "build.log")
+    assert calls.read_text().splitlines() == [
+        "build -t eyegc-x .",
+        *["image prune --force --filter label=org.eyegc.sockets"] * 3,
+    ]
+    assert "removed the earlier eyegc builds that no tag names any more (1.5GB + 2.5GB)" in capsys.readouterr().out
+    calls.unlink()
+    _fake_tool(bin_dir, "docker", f'echo "$@" >> {calls}\necho "Total reclaimed space: 0B"\n')
+    build.logged_build(["docker", "build", "-t", "eyegc-x", "."], tmp_path / "build.log")
+    assert len(calls.read_text().splitlines()) == 2  # nothing to remove: one pass, nothing said
+    assert "removed" not in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from eyegc.common.bundle import sha256_file
+from eyegc.common.bundle import eyegc_version, sha256_file
 from eyegc.common.deploy.build import StagedBundle
 from eyegc.common.deploy.steps import SubmitError, safe_name, say, step, tar_model
 from eyegc.common.sockets import (
@@ -20,20 +21,41 @@ from eyegc.common.sockets import (
     interfaces_json,
 )
 
+# A gzip -1 archive of an image measured 0.35 to 0.37 of the image's size (2.08 GB -> 766 MB,
+# 2.23 GB -> 770 MB); half its size, plus a margin, is asked to be free before the export starts.
+EXPORT_SIZE_RATIO = 0.5
+EXPORT_MARGIN_BYTES = 200_000_000
+
+
+def check_export_space(out_dir: Path, image_bytes: int) -> None:
+    """Refuse, before writing anything, an export that would fill the disk of ``out_dir``."""
+    need = int(image_bytes * EXPORT_SIZE_RATIO) + EXPORT_MARGIN_BYTES
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        raise SubmitError(
+            f"{out_dir} has {free / 1e9:.1f} GB free; the image's archive needs about {need / 1e9:.1f} GB: "
+            "free some space there or pass --out DIR on a disk with room (the image itself is built and kept)"
+        )
+
 
 def _save_image(tag: str, target: Path) -> float:
-    """``docker save TAG | gzip -1 > target`` (written beside, then renamed)."""
+    """``docker save TAG | gzip -1 > target`` (written beside, then renamed; removed on failure)."""
     started = time.perf_counter()
     partial = target.with_name(target.name + ".partial")
     with open(partial, "wb") as handle:
         save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
-        gzip = subprocess.Popen(["gzip", "-1"], stdin=save.stdout, stdout=handle)
+        gzip = subprocess.Popen(["gzip", "-1"], stdin=save.stdout, stdout=handle, stderr=subprocess.PIPE)
         assert save.stdout is not None
         save.stdout.close()  # gzip owns the pipe now: docker save sees SIGPIPE if gzip dies
-        gzip_rc, save_rc = gzip.wait(), save.wait()
+        _, gzip_err = gzip.communicate()
+        gzip_rc, save_rc = gzip.returncode, save.wait()
     if save_rc or gzip_rc:
         partial.unlink(missing_ok=True)
-        raise SubmitError(f"docker save | gzip failed (exit {save_rc}/{gzip_rc})")
+        said = gzip_err.decode(errors="replace").strip().splitlines()
+        why = f": {said[-1]}" if said else ""
+        raise SubmitError(
+            f"docker save {tag} | gzip failed (exit {save_rc}/{gzip_rc}){why}; nothing was left in {target.parent}"
+        )
     os.replace(partial, target)
     return time.perf_counter() - started
 
@@ -57,8 +79,6 @@ def export_artifacts(
     total_started: float,
 ) -> dict[str, Any]:
     """The image (when one was built) and model tarballs and the manifest in ``--out``; returns the artifacts."""
-    from eyegc.common.bundle import eyegc_version
-
     use_docker = bool(image)
 
     step("artifacts")
@@ -68,6 +88,7 @@ def export_artifacts(
     artifacts: dict[str, Any] = {}
     if use_docker:
         image_tar = out_dir / f"{name}-{stamp}.tar.gz"
+        check_export_space(out_dir, image["size_bytes"])
         timings["save"] = round(_save_image(tag, image_tar), 1)
         artifacts["image"] = _artifact(image_tar)
         say(f"{image_tar} ({image_tar.stat().st_size / 1e6:.0f} MB) in {timings['save']:.0f} s")
