@@ -491,24 +491,49 @@ def test_a_build_removes_the_eyegc_builds_its_tags_replaced(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
-    # Two passes find something (an old build goes only once its old shim-wrapped child is gone).
+    # Two prune passes find something (an old build goes only once its old shim-wrapped child is
+    # gone); two dangling dependency stages are listed, one of them the current wheelhouse's.
     script = f"""echo "$@" >> {calls}
 n=$(grep -c prune {calls})
 case "$1 $2" in
   "image prune") if [ "$n" -le 2 ]; then echo "Total reclaimed space: ${{n}}.5GB"
                  else echo "Total reclaimed space: 0B"; fi ;;
+  "images -q") printf 'aaa111\\nbbb222\\nccc333\\n' ;;
+  "image inspect") printf 'key-now\\nkey-old\\n\\n' ;;
 esac
 """
     _fake_tool(bin_dir, "docker", script)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    build.logged_build(["docker", "build", "-t", "eyegc-x", "."], tmp_path / "build.log")
-    assert calls.read_text().splitlines() == [
-        "build -t eyegc-x .",
-        *["image prune --force --filter label=org.eyegc.sockets"] * 3,
-    ]
-    assert "removed the earlier eyegc builds that no tag names any more (1.5GB + 2.5GB)" in capsys.readouterr().out
+    build.remove_untagged_builds("key-now")
+    said = calls.read_text().splitlines()
+    assert said[:3] == ["image prune --force --filter label=org.eyegc.sockets"] * 3
+    assert said[3] == "images -q --filter dangling=true --filter label=org.eyegc.deps-stage"
+    assert said[4] == 'image inspect -f {{index .Config.Labels "org.eyegc.deps-stage"}} aaa111 bbb222 ccc333'
+    assert said[5:] == ["image rm bbb222 ccc333"]  # the current wheelhouse's stage is the next build's cache
+    out = capsys.readouterr().out
+    assert "removed the earlier eyegc builds that no tag names any more (1.5GB + 2.5GB)" in out
+    assert "removed 2 dependency stage(s) of earlier wheelhouses or bases" in out
     calls.unlink()
     _fake_tool(bin_dir, "docker", f'echo "$@" >> {calls}\necho "Total reclaimed space: 0B"\n')
-    build.logged_build(["docker", "build", "-t", "eyegc-x", "."], tmp_path / "build.log")
-    assert len(calls.read_text().splitlines()) == 2  # nothing to remove: one pass, nothing said
+    build.remove_untagged_builds()  # the shim image's build: no dependency stage of its own
+    assert calls.read_text().splitlines() == ["image prune --force --filter label=org.eyegc.sockets"]
     assert "removed" not in capsys.readouterr().out
+
+
+def test_the_dependency_stage_is_labelled_after_its_install(tmp_path: Path) -> None:
+    dockerfile = (Path(__file__).resolve().parents[1] / "containers" / "Dockerfile").read_text()
+    deps_stage = dockerfile[dockerfile.index("AS deps") : dockerfile.index("FROM", dockerfile.index("AS deps"))]
+    assert (
+        deps_stage.index("pip install")
+        < deps_stage.index("ARG DEPS_KEY")
+        < deps_stage.index(f"LABEL {build.DEPS_STAGE_LABEL}=${{DEPS_KEY}}")
+    )
+    deps = tmp_path / "wheelhouse" / "deps"
+    deps.mkdir(parents=True)
+    (deps / "torch-2.13.0-cp311-none-linux_x86_64.whl").write_bytes(b"x" * 10)
+    (deps / build.BASE_CONSTRAINTS).write_text("")
+    key = build._deps_key(tmp_path, "eyegc-base:bookworm")
+    assert key == build._deps_key(tmp_path, "eyegc-base:bookworm") and len(key) == 16
+    assert key != build._deps_key(tmp_path, "eyegc-base-torch:bookworm")
+    (deps / build.BASE_CONSTRAINTS).write_text("torch==2.13.0\n")
+    assert key != build._deps_key(tmp_path, "eyegc-base:bookworm")

@@ -42,6 +42,8 @@ GPU_BASE_EXAMPLES = ("pytorch/pytorch:2.8.0-cuda12.8-cudnn9-runtime", "pytorch/p
 #: Written into the wheelhouse: pins torch to the base image's own when it has one, so pip never adds
 #: a second torch beside it (empty when the base has none: the wheelhouse's CPU torch goes in).
 BASE_CONSTRAINTS = "base-constraints.txt"
+# The dependency stage of containers/Dockerfile carries this label, valued by _deps_key.
+DEPS_STAGE_LABEL = "org.eyegc.deps-stage"
 #: Bundle files that make up a bundle (the rest of a run folder is training artefacts).
 BUNDLE_FILES = (CONFIG_NAME, SPLITS_NAME, CHECKSUMS_NAME)
 
@@ -294,9 +296,19 @@ def _probe_base(base: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _deps_key(context: Path, base: str) -> str:
+    """What the image's dependency stage is built from: the base image and the wheelhouse's files."""
+    deps = context / "wheelhouse" / "deps"
+    listing = [base, *(f"{p.name} {p.stat().st_size}" for p in sorted(deps.iterdir()) if p.is_file())]
+    listing.append((deps / BASE_CONSTRAINTS).read_text())
+    return hashlib.sha256("\n".join(listing).encode()).hexdigest()[:16]
+
+
 def _docker_build(context: Path, tag: str, base: str, task: str, log: Path, api: str) -> float:
     started = time.perf_counter()
+    deps_key = _deps_key(context, base)
     cmd = ["docker", "build", "--platform=linux/amd64", "--build-arg", f"BASE_IMAGE={base}"]
+    cmd += ["--build-arg", f"DEPS_KEY={deps_key}"]
     # The platform reads this label at import to run the image in exec or invoke mode; the image
     # itself reads EYEGC_API_METHOD, since the runner hides its own variables from it.
     cmd += ["--label", f"{API_METHOD_LABEL}={api}", "--build-arg", f"API_METHOD={api}"]
@@ -305,6 +317,7 @@ def _docker_build(context: Path, tag: str, base: str, task: str, log: Path, api:
     cmd += ["--label", f"{SOCKETS_LABEL}={sockets}"]
     cmd += ["--build-arg", f"TASK={task}", "-t", tag, str(context)]
     logged_build(cmd, log)
+    remove_untagged_builds(deps_key)
     return time.perf_counter() - started
 
 
@@ -315,33 +328,47 @@ def logged_build(cmd: Sequence[str], log: Path) -> None:
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().strip().splitlines()[-20:])
         raise SubmitError(f"docker build failed (exit {proc.returncode}); full log {log}:\n{tail}")
-    remove_untagged_builds()
 
 
-def remove_untagged_builds() -> None:
-    """Remove the eyegc images that no tag names any more: the builds a rebuild of their tag replaced.
+def _docker_quiet(*args: str) -> str | None:
+    """A docker command's output, or None when it failed (clean-up is best effort)."""
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    return proc.stdout if proc.returncode == 0 else None
 
-    Each rebuild of a tag otherwise leaves its predecessor behind, untagged, about 2 GB apiece (53 of
-    them, 27 GB, were found on a development machine). Only images carrying eyegc's sockets label
-    (the shim-wrapped test images inherit it) are touched, and Docker keeps any that a container or a
-    tagged image still uses.
+
+def remove_untagged_builds(deps_key: str | None = None) -> None:
+    """Remove the eyegc images that no tag names any more, as a rebuild of their tag leaves them.
+
+    Each rebuild otherwise leaves its predecessor behind, about 2 GB apiece (53 of them, 27 GB,
+    were found on a development machine), and every change of the wheelhouse or the base leaves a
+    dependency stage of about 2 GB. Touched are only images with eyegc's sockets label (the
+    shim-wrapped test images inherit it) and dependency stages (``DEPS_STAGE_LABEL``) other than
+    ``deps_key``'s, which the next build of the same wheelhouse and base reuses as its cache.
+    Docker keeps any image that a tag or a container still uses.
     """
     removed: list[str] = []
     # A pass removes only images without children: an old build whose old shim-wrapped image was just
     # replaced goes in the next pass.
     for _ in range(3):
-        proc = subprocess.run(
-            ["docker", "image", "prune", "--force", "--filter", f"label={SOCKETS_LABEL}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        reclaimed = re.search(r"Total reclaimed space:\s*(\S+)", proc.stdout)
-        if proc.returncode != 0 or not reclaimed or reclaimed.group(1) in ("0B", "0"):
+        said = _docker_quiet("image", "prune", "--force", "--filter", f"label={SOCKETS_LABEL}") or ""
+        reclaimed = re.search(r"Total reclaimed space:\s*(\S+)", said)
+        if not reclaimed or reclaimed.group(1) in ("0B", "0"):
             break
         removed.append(reclaimed.group(1))
     if removed:
         say(f"removed the earlier eyegc builds that no tag names any more ({' + '.join(removed)})")
+    if deps_key is None:
+        return
+    dangling = (
+        _docker_quiet("images", "-q", "--filter", "dangling=true", "--filter", f"label={DEPS_STAGE_LABEL}") or ""
+    ).split()
+    labels = _docker_quiet("image", "inspect", "-f", f'{{{{index .Config.Labels "{DEPS_STAGE_LABEL}"}}}}', *dangling)
+    keys = (labels or "").splitlines()
+    if not dangling or len(keys) != len(dangling):
+        return
+    stale = [image for image, key in zip(dangling, keys, strict=True) if key.strip() != deps_key]
+    if stale and _docker_quiet("image", "rm", *stale) is not None:
+        say(f"removed {len(stale)} dependency stage(s) of earlier wheelhouses or bases")
 
 
 def check_host_architecture(machine: str) -> None:
