@@ -537,3 +537,31 @@ def test_the_dependency_stage_is_labelled_after_its_install(tmp_path: Path) -> N
     assert key != build._deps_key(tmp_path, "eyegc-base-torch:bookworm")
     (deps / build.BASE_CONSTRAINTS).write_text("torch==2.13.0\n")
     assert key != build._deps_key(tmp_path, "eyegc-base:bookworm")
+
+
+def test_an_interrupted_export_leaves_no_partial_archive_and_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _fake_tool(bin_dir, "docker", "exec cat /dev/zero\n")  # a save that never ends
+    _fake_tool(bin_dir, "gzip", "exec cat\n")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    started: list[export.subprocess.Popen] = []
+    real_popen = export.subprocess.Popen
+
+    def recording_popen(*args: object, **kwargs: object) -> export.subprocess.Popen:
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupted(self: export.subprocess.Popen, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(real_popen, "communicate", interrupted)
+    out = tmp_path / "dist"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        export._save_image("eyegc-x", out / "eyegc-x.tar.gz")
+    assert list(out.iterdir()) == []
+    assert len(started) == 2 and all(process.returncode is not None for process in started)

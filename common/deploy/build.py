@@ -306,7 +306,8 @@ def _deps_key(context: Path, base: str) -> str:
 
 def _docker_build(context: Path, tag: str, base: str, task: str, log: Path, api: str) -> float:
     started = time.perf_counter()
-    deps_key = _deps_key(context, base)
+    # The base's image id, not its tag: a base rebuilt under the same tag makes a new dependency stage.
+    deps_key = _deps_key(context, (_docker_quiet("image", "inspect", "-f", "{{.Id}}", base) or base).strip())
     cmd = ["docker", "build", "--platform=linux/amd64", "--build-arg", f"BASE_IMAGE={base}"]
     cmd += ["--build-arg", f"DEPS_KEY={deps_key}"]
     # The platform reads this label at import to run the image in exec or invoke mode; the image
@@ -344,7 +345,9 @@ def remove_untagged_builds(deps_key: str | None = None) -> None:
     dependency stage of about 2 GB. Touched are only images with eyegc's sockets label (the
     shim-wrapped test images inherit it) and dependency stages (``DEPS_STAGE_LABEL``) other than
     ``deps_key``'s, which the next build of the same wheelhouse and base reuses as its cache.
-    Docker keeps any image that a tag or a container still uses.
+    Docker keeps any image that a tag or a container still uses. Dependency stages are images only
+    under the classic builder (what the Dockerfile is written for); BuildKit keeps them as its cache.
+    One build at a time: a concurrent build of another wheelhouse could lose its stage mid-build.
     """
     removed: list[str] = []
     # A pass removes only images without children: an old build whose old shim-wrapped image was just
@@ -362,9 +365,11 @@ def remove_untagged_builds(deps_key: str | None = None) -> None:
     dangling = (
         _docker_quiet("images", "-q", "--filter", "dangling=true", "--filter", f"label={DEPS_STAGE_LABEL}") or ""
     ).split()
+    if not dangling:
+        return
     labels = _docker_quiet("image", "inspect", "-f", f'{{{{index .Config.Labels "{DEPS_STAGE_LABEL}"}}}}', *dangling)
     keys = (labels or "").splitlines()
-    if not dangling or len(keys) != len(dangling):
+    if len(keys) != len(dangling):
         return
     stale = [image for image, key in zip(dangling, keys, strict=True) if key.strip() != deps_key]
     if stale and _docker_quiet("image", "rm", *stale) is not None:

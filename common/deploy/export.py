@@ -47,8 +47,15 @@ def _save_image(tag: str, target: Path) -> float:
         gzip = subprocess.Popen(["gzip", "-1"], stdin=save.stdout, stdout=handle, stderr=subprocess.PIPE)
         assert save.stdout is not None
         save.stdout.close()  # gzip owns the pipe now: docker save sees SIGPIPE if gzip dies
-        _, gzip_err = gzip.communicate()
-        gzip_rc, save_rc = gzip.returncode, save.wait()
+        try:
+            _, gzip_err = gzip.communicate()
+            gzip_rc, save_rc = gzip.returncode, save.wait()
+        except BaseException:  # Ctrl-C: no half archive, no orphaned docker save
+            for process in (save, gzip):
+                process.kill()
+                process.wait()
+            partial.unlink(missing_ok=True)
+            raise
     if save_rc or gzip_rc:
         partial.unlink(missing_ok=True)
         said = gzip_err.decode(errors="replace").strip().splitlines()
