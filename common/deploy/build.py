@@ -317,18 +317,21 @@ def _docker_build(context: Path, tag: str, base: str, task: str, log: Path, api:
     sockets = json.dumps(json.loads((context / "sockets.json").read_text()), separators=(",", ":"))
     cmd += ["--label", f"{SOCKETS_LABEL}={sockets}"]
     cmd += ["--build-arg", f"TASK={task}", "-t", tag, str(context)]
-    logged_build(cmd, log)
-    remove_untagged_builds(deps_key)
+    logged_build(cmd, log, deps_key)
     return time.perf_counter() - started
 
 
-def logged_build(cmd: Sequence[str], log: Path) -> None:
-    """Run ``docker build`` into ``log``; a failure is one error with the log's tail."""
+def logged_build(cmd: Sequence[str], log: Path, deps_key: str | None = None) -> None:
+    """Run ``docker build`` into ``log``, then remove the builds it replaced (``remove_untagged_builds``).
+
+    A failure is one error with the log's tail. ``deps_key``: the build's dependency stage, if it has one.
+    """
     with open(log, "w") as handle:
         proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().strip().splitlines()[-20:])
         raise SubmitError(f"docker build failed (exit {proc.returncode}); full log {log}:\n{tail}")
+    remove_untagged_builds(deps_key)
 
 
 def _docker_quiet(*args: str) -> str | None:

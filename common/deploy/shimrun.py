@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from eyegc.common.deploy.build import logged_build, remove_untagged_builds
+from eyegc.common.deploy.build import logged_build
 from eyegc.common.deploy.steps import SubmitError, link_tree, run_command, say, source_root, step, tar_model
 from eyegc.common.deploy.testrun import SampleCase, SampleSet, TestRun, check_case_outputs, compare_with_reference
 
@@ -60,7 +60,6 @@ def _build_shim_image(tag: str, work: Path, refresh: bool) -> str:
     cmd += ["--build-arg", f"CMD_B64J={env['GRAND_CHALLENGE_COMPONENT_CMD_B64J']}"]
     cmd += ["--build-arg", f"COMPONENT_USER={env['GRAND_CHALLENGE_COMPONENT_USER']}", str(context)]
     logged_build(cmd, work / "docker-build-shim.log")
-    remove_untagged_builds()
     return shim_tag
 
 
